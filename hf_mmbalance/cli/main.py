@@ -1,0 +1,41 @@
+"""Console entry point `hf-mmbalance`."""
+
+from __future__ import annotations
+
+import sys
+
+from transformers import TrainingArguments
+
+from .parser import RecipeError, parse_recipe_and_flags
+from .train import DataArguments, ModelArguments, run_train
+
+USAGE = """usage: hf-mmbalance COMMAND --config RECIPE.yaml [--field value ...]
+
+commands:
+  train    train a multimodal model with MultimodalTrainer; writes metrics.json, plots and a model card
+           into --output_dir (recipe fields: TrainingArguments, data and model fields; flags override them)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command != "train":
+        print(f"hf-mmbalance: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        data_args, model_args, training_args = parse_recipe_and_flags(
+            (DataArguments, ModelArguments, TrainingArguments), rest
+        )
+        run_train(data_args, model_args, training_args)
+    except RecipeError as error:
+        print(f"hf-mmbalance: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""`hf-mmbalance train`: train a multimodal model from a recipe and write its metrics, plots and model card."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments, set_seed
+
+from ..data import load_mfeat, make_synthetic_classification, standardize
+from ..hub import render_model_card
+from ..modeling import MMBalanceConfig, MMBalanceForClassification, MMBalanceForRegression
+from ..plotting import plot_training_curves
+from ..trainer import MultimodalTrainer
+from .parser import RecipeError
+
+DATASETS = ("mfeat", "synthetic")
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str = field(
+        default="mfeat",
+        metadata={"help": "'mfeat' (bundled UCI mfeat), 'synthetic', or a path saved with DatasetDict.save_to_disk"},
+    )
+    views: list[str] | None = field(default=None, metadata={"help": "modality columns to use (default: all)"})
+    standardize: bool = field(default=True, metadata={"help": "z-score each modality with train-split statistics"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the bundled datasets' fixed split"})
+    test_split: str = field(default="test", metadata={"help": "split evaluated at the end ('' to skip)"})
+
+
+@dataclass
+class ModelArguments:
+    fusion: str = field(default="concat", metadata={"help": "concat | sum | gated"})
+    encoder: str = field(default="mlp", metadata={"help": "encoder of every modality (vector inputs: mlp)"})
+    hidden_sizes: list[int] = field(default_factory=lambda: [64], metadata={"help": "MLP hidden sizes"})
+    feature_size: int = field(default=32, metadata={"help": "size of each modality's feature z_m"})
+    dropout: float = field(default=0.0, metadata={"help": "encoder dropout"})
+    unimodal_heads: bool = field(default=True, metadata={"help": "one prediction head per modality"})
+    fused_loss_weight: float | None = field(
+        default=None, metadata={"help": "weight of the fused loss (default: mean of all terms, BMMAL Eq. 1)"}
+    )
+    unimodal_loss_weight: float | None = field(default=None, metadata={"help": "weight of each unimodal loss"})
+
+
+def load_data(data_args: DataArguments):
+    if data_args.dataset_name == "mfeat":
+        dataset = load_mfeat(views=data_args.views, seed=data_args.split_seed)
+    elif data_args.dataset_name == "synthetic":
+        dataset = make_synthetic_classification(seed=data_args.split_seed)
+    elif os.path.isdir(data_args.dataset_name):
+        from datasets import load_from_disk
+
+        dataset = load_from_disk(data_args.dataset_name)
+    else:
+        raise RecipeError(
+            f"dataset_name={data_args.dataset_name!r} is neither one of {list(DATASETS)} nor a saved DatasetDict folder"
+        )
+    if data_args.views and data_args.dataset_name != "mfeat":
+        dataset = dataset.select_columns([*data_args.views, "labels", "sample_idx"])
+    return dataset
+
+
+def modality_columns(dataset) -> dict[str, int]:
+    """Modality name -> feature length, for every fixed-length float column other than labels/ids."""
+    features = dataset["train"].features
+    columns = {}
+    for name, feature in features.items():
+        if name in ("labels", "sample_idx") or name.endswith("_attention_mask"):
+            continue
+        length = getattr(feature, "length", None)
+        if length is None or length < 1:
+            raise RecipeError(f"column {name!r} is not a fixed-length feature vector; declare its length in the dataset")
+        columns[name] = length
+    return columns
+
+
+def build_model(model_args: ModelArguments, modalities: dict[str, int], num_labels: int, task: str):
+    loss_weights = None
+    if model_args.fused_loss_weight is not None or model_args.unimodal_loss_weight is not None:
+        fused = 1.0 if model_args.fused_loss_weight is None else model_args.fused_loss_weight
+        unimodal = 1.0 if model_args.unimodal_loss_weight is None else model_args.unimodal_loss_weight
+        loss_weights = {"fused": fused, **{name: unimodal for name in modalities}}
+    settings = {
+        name: {
+            "input_size": size,
+            "encoder": model_args.encoder,
+            "hidden_sizes": list(model_args.hidden_sizes),
+            "feature_size": model_args.feature_size,
+            "dropout": model_args.dropout,
+        }
+        for name, size in modalities.items()
+    }
+    config = MMBalanceConfig(
+        modalities=settings,
+        fusion=model_args.fusion,
+        task=task,
+        num_labels=num_labels,
+        unimodal_heads=model_args.unimodal_heads,
+        loss_weights=loss_weights,
+    )
+    model_class = MMBalanceForClassification if task == "classification" else MMBalanceForRegression
+    return model_class(config)
+
+
+def format_report(metrics: dict[str, float], modality_names: list[str], prefix: str) -> str:
+    """A small table: fused and each unimodal head's accuracy / macro-F1 (MAE / Pearson for regression)."""
+    keys = ["accuracy", "f1_macro"] if f"{prefix}_accuracy" in metrics else ["mae", "pearson"]
+    lines = [f"{'head':<12}" + "".join(f"{key:>12}" for key in keys)]
+    lines.append(f"{'fused':<12}" + "".join(f"{metrics.get(f'{prefix}_{key}', float('nan')):>12.4f}" for key in keys))
+    for name in modality_names:
+        values = [metrics.get(f"{prefix}_unimodal_{name}_{key}") for key in keys]
+        if all(value is not None for value in values):
+            lines.append(f"{name:<12}" + "".join(f"{value:>12.4f}" for value in values))
+    return "\n".join(lines)
+
+
+def run_train(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments) -> dict:
+    set_seed(training_args.seed)
+    dataset = load_data(data_args)
+    modalities = modality_columns(dataset)
+    if data_args.standardize:
+        dataset = standardize(dataset, list(modalities))
+    labels_feature = dataset["train"].features["labels"]
+    num_labels = getattr(labels_feature, "num_classes", None) or int(max(dataset["train"]["labels"])) + 1
+    model = build_model(model_args, modalities, num_labels, "classification")
+    trainer = MultimodalTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset["validation"] if "validation" in dataset else None,
+    )
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = {f"train_{k}" if not k.startswith("train") else k: v for k, v in train_result.metrics.items()}
+    if "validation" in dataset:
+        metrics.update(trainer.evaluate())
+    if data_args.test_split and data_args.test_split in dataset:
+        metrics.update(trainer.evaluate(dataset[data_args.test_split], metric_key_prefix="test"))
+    if trainer.is_world_process_zero():
+        write_run_outputs(trainer, metrics, data_args, training_args)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset=data_args.dataset_name)
+    return metrics
+
+
+def write_run_outputs(trainer, metrics: dict, data_args: DataArguments, training_args: TrainingArguments) -> None:
+    output_dir = training_args.output_dir
+    names = trainer.model.config.modality_names
+    trainer.save_model(output_dir)
+    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
+        json.dump(metrics, handle, indent=2, sort_keys=True)
+    with open(os.path.join(output_dir, "log_history.json"), "w", encoding="utf-8") as handle:
+        json.dump(trainer.state.log_history, handle, indent=1)
+    plots = plot_training_curves(trainer.state.log_history, names, output_dir)
+    trainer.create_model_card(dataset=data_args.dataset_name)
+    prefix = "test" if any(key.startswith("test_") for key in metrics) else "eval"
+    print(f"\nPer-modality report ({prefix} split, {data_args.dataset_name}, fusion={trainer.model.config.fusion}):")
+    print(format_report(metrics, names, prefix))
+    print(f"\nwrote: {os.path.join(output_dir, 'metrics.json')}, model card README.md, plots {plots}")

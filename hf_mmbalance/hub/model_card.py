@@ -1,0 +1,88 @@
+"""Model cards for hf_mmbalance checkpoints, rendered from the template in the repository's `model_cards/`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from importlib import resources
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from ..modeling import MMBalanceConfig
+
+TEMPLATE_NAME = "mmbalance_model_card.md"
+METRIC_ORDER = ("accuracy", "f1_macro", "mae", "pearson", "loss")
+
+
+def template_text() -> str:
+    return resources.files("hf_mmbalance.model_cards").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
+def split_metrics(metrics: Mapping[str, float], modality_names: Sequence[str]) -> tuple[dict, dict]:
+    """`{"eval_accuracy": .., "eval_unimodal_fou_accuracy": ..}` -> (fused metrics, {modality: metrics})."""
+    fused: dict[str, float] = {}
+    unimodal: dict[str, dict[str, float]] = {name: {} for name in modality_names}
+    for key, value in metrics.items():
+        bare = key.split("_", 1)[1] if key.startswith(("eval_", "test_")) else key
+        for name in modality_names:
+            prefix = f"unimodal_{name}_"
+            if bare.startswith(prefix):
+                unimodal[name][bare[len(prefix):]] = float(value)
+                break
+        else:
+            if bare in METRIC_ORDER:
+                fused[bare] = float(value)
+    return fused, {name: values for name, values in unimodal.items() if values}
+
+
+def render_model_card(
+    config: MMBalanceConfig,
+    model_class: str,
+    repo_id: str,
+    metrics: Mapping[str, float] | None = None,
+    *,
+    eval_split: str | None = None,
+    dataset: str | None = None,
+    methods: Sequence[str] = (),
+    citations: Sequence[str] = (),
+    training_summary: str | None = None,
+    model_name: str | None = None,
+) -> ModelCard:
+    """Render the model card: metadata, modalities, fusion, fused and per-modality metrics, how to load."""
+    fused, unimodal = split_metrics(metrics or {}, config.modality_names)
+    present = set(fused) | {key for values in unimodal.values() for key in values}
+    card_data = ModelCardData(
+        library_name="transformers",
+        tags=["hf_mmbalance", "multimodal", f"fusion-{config.fusion}", *methods],
+        datasets=[dataset] if dataset else None,
+        pipeline_tag=None,
+    )
+    modalities = [
+        {
+            "name": name,
+            "encoder": settings["encoder"],
+            "input_size": settings.get("input_size") or settings.get("backbone"),
+            "feature_size": settings.get("feature_size") or "backbone hidden size",
+        }
+        for name, settings in config.modalities.items()
+    ]
+    return ModelCard.from_template(
+        card_data,
+        template_str=template_text(),
+        model_name=model_name or repo_id.split("/")[-1],
+        task=config.task,
+        fusion=config.fusion,
+        modality_names=config.modality_names,
+        modalities=modalities,
+        unimodal_heads=config.unimodal_heads,
+        num_labels=config.num_labels,
+        dataset=dataset,
+        methods=list(methods),
+        eval_split=eval_split,
+        fused_metrics=fused,
+        unimodal_metrics=unimodal,
+        metric_keys=[key for key in METRIC_ORDER if key in present],
+        model_class=model_class,
+        repo_id=repo_id,
+        training_summary=training_summary,
+        citations=list(citations),
+    )

@@ -1,0 +1,186 @@
+"""Configuration of the hf_mmbalance multimodal models.
+
+This module imports only `transformers` and the standard library: it is copied next to the weights by
+`register_for_auto_class()` so that a checkpoint loads with `trust_remote_code=True` in a process that
+never imported `hf_mmbalance`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+TASKS = ("classification", "regression")
+FUSIONS = ("concat", "sum", "gated")
+ENCODERS = ("mlp", "transformer", "auto")
+REGRESSION_LOSSES = ("l1", "mse")
+
+# Defaults of each encoder kind. A modality's settings are these, updated with what the user gives.
+ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlp": {"hidden_sizes": [64], "feature_size": 32, "dropout": 0.0, "activation": "relu"},
+    "transformer": {
+        "feature_size": 32,  # d_model of the encoder and size of the pooled feature
+        "num_layers": 1,
+        "num_heads": 2,
+        "ffn_size": 64,
+        "dropout": 0.0,
+        "max_length": 512,
+        "pooling": "mean",
+    },
+    # `backbone`: a model name or a local path; `backbone_config`: that model's config as a dict, filled in
+    # when the config is created so that a saved checkpoint rebuilds the backbone without reaching it again.
+    "auto": {"backbone": None, "backbone_config": None, "pooling": "cls", "feature_size": None},
+}
+
+
+class MMBalanceConfigError(ValueError):
+    """A configuration field holds a value the models cannot use."""
+
+
+def _normalize_modality(name: str, settings: Any) -> dict[str, Any]:
+    """Turn the user's modality entry (an int input size, or a dict) into a complete settings dict."""
+    if isinstance(settings, bool) or not isinstance(settings, (int, dict)):
+        raise MMBalanceConfigError(
+            f"modalities[{name!r}] must be an input size (int) or a dict of encoder settings, got {settings!r}"
+        )
+    if isinstance(settings, int):
+        settings = {"input_size": settings}
+    settings = copy.deepcopy(dict(settings))
+    encoder = settings.setdefault("encoder", "mlp")
+    if encoder not in ENCODERS:
+        raise MMBalanceConfigError(
+            f"modalities[{name!r}].encoder={encoder!r} is unknown; expected one of {list(ENCODERS)}"
+        )
+    merged = {**copy.deepcopy(ENCODER_DEFAULTS[encoder]), **settings}
+    if encoder == "auto":
+        if not merged.get("backbone") and not merged.get("backbone_config"):
+            raise MMBalanceConfigError(
+                f"modalities[{name!r}] uses encoder='auto' and needs `backbone` (a model name or local path)"
+            )
+        merged.setdefault("input_size", None)
+    else:
+        size = merged.get("input_size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise MMBalanceConfigError(
+                f"modalities[{name!r}].input_size must be a positive int (the feature length), got {size!r}"
+            )
+        feature_size = merged["feature_size"]
+        if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 1:
+            raise MMBalanceConfigError(
+                f"modalities[{name!r}].feature_size must be a positive int, got {feature_size!r}"
+            )
+    return merged
+
+
+class MMBalanceConfig(PreTrainedConfig):
+    r"""Configuration of a multimodal model: one encoder per modality, a fusion, a fused head and
+    optional unimodal heads.
+
+    Args:
+        modalities (`dict[str, int | dict]`):
+            Ordered mapping modality name -> input size, or -> encoder settings
+            (`{"input_size": 76, "encoder": "mlp", "hidden_sizes": [64], "feature_size": 32}`;
+            `encoder="transformer"` for sequences `(batch, length, input_size)` with an optional
+            `<name>_attention_mask`; `encoder="auto"` with `backbone=<name or local path>` for any
+            `AutoModel`). The order is the order of the fused features.
+        fusion (`str`): `concat`, `sum` or `gated`.
+        task (`str`): `classification` or `regression`.
+        num_labels (`int`): number of classes (1 output for regression).
+        unimodal_heads (`bool`): add one prediction head per modality (needed by BSS prediction
+            similarity, BMMAL Eq. 1, ULGM).
+        loss_weights (`dict[str, float]`, *optional*): weight of the fused loss (key `fused`) and of each
+            unimodal head's loss (key = modality name). `None` = the mean of all terms (BMMAL Eq. 1).
+        fusion_hidden_size (`int`, *optional*): size of the gated fusion's common space (default: the
+            largest modality feature size).
+        regression_loss (`str`): `l1` (SUGRM) or `mse`.
+    """
+
+    model_type = "mmbalance"
+    # Everything but the fused logits stays out of `Trainer.prediction_step` outputs; `MultimodalTrainer`
+    # collects the unimodal logits itself.
+    keys_to_ignore_at_inference = [
+        "modality_logits",
+        "unimodal_logits",
+        "features",
+        "fused_features",
+        "loss_terms",
+    ]
+
+    modalities: dict | None = None
+    fusion: str = "concat"
+    task: str = "classification"
+    unimodal_heads: bool = True
+    loss_weights: dict | None = None
+    fusion_hidden_size: int | None = None
+    regression_loss: str = "l1"
+    # JSON configs are written with sorted keys, which would lose the order of `modalities`; the order
+    # is saved here too and restored on load.
+    modality_order: list | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.task == "regression" and "num_labels" not in kwargs and self.id2label is None:
+            kwargs["num_labels"] = 1
+        super().__post_init__(**kwargs)
+        self.modalities = self._checked_modalities(self.modalities)
+        self._restore_modality_order()
+        if self.fusion not in FUSIONS:
+            raise MMBalanceConfigError(f"fusion={self.fusion!r} is unknown; expected one of {list(FUSIONS)}")
+        if self.task not in TASKS:
+            raise MMBalanceConfigError(f"task={self.task!r} is unknown; expected one of {list(TASKS)}")
+        if self.regression_loss not in REGRESSION_LOSSES:
+            raise MMBalanceConfigError(
+                f"regression_loss={self.regression_loss!r} is unknown; expected one of {list(REGRESSION_LOSSES)}"
+            )
+        if self.task == "classification" and self.num_labels < 2:
+            raise MMBalanceConfigError(f"num_labels must be >= 2 for classification, got {self.num_labels}")
+        if self.loss_weights is not None:
+            self._check_loss_weights()
+        self._fill_backbone_configs()
+
+    @staticmethod
+    def _checked_modalities(modalities: Any) -> dict[str, dict[str, Any]]:
+        if modalities is None:
+            # An empty config is what `from_pretrained` builds before applying the saved values.
+            return {}
+        if not isinstance(modalities, dict):
+            raise MMBalanceConfigError(f"modalities must be a mapping name -> settings, got {type(modalities).__name__}")
+        return {str(name): _normalize_modality(str(name), settings) for name, settings in modalities.items()}
+
+    def _restore_modality_order(self) -> None:
+        if self.modality_order is not None:
+            if sorted(self.modality_order) != sorted(self.modalities):
+                raise MMBalanceConfigError(
+                    f"modality_order {self.modality_order} does not list the modalities {list(self.modalities)}"
+                )
+            self.modalities = {name: self.modalities[name] for name in self.modality_order}
+        self.modality_order = list(self.modalities)
+
+    def _check_loss_weights(self) -> None:
+        allowed = {"fused", *self.modalities}
+        unknown = set(self.loss_weights) - allowed
+        if unknown:
+            raise MMBalanceConfigError(
+                f"loss_weights has unknown keys {sorted(unknown)}; expected 'fused' and modality names {list(self.modalities)}"
+            )
+        for key, value in self.loss_weights.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise MMBalanceConfigError(f"loss_weights[{key!r}] must be a non-negative number, got {value!r}")
+
+    def _fill_backbone_configs(self) -> None:
+        for settings in self.modalities.values():
+            if settings["encoder"] == "auto" and settings.get("backbone_config") is None:
+                from transformers import AutoConfig
+
+                backbone = AutoConfig.from_pretrained(
+                    settings["backbone"], trust_remote_code=bool(settings.get("trust_remote_code", False))
+                )
+                settings["backbone_config"] = backbone.to_dict()
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
+
+
+__all__ = ["MMBalanceConfig", "MMBalanceConfigError", "TASKS", "FUSIONS", "ENCODERS"]

@@ -1,0 +1,213 @@
+"""Multimodal `PreTrainedModel`s: one encoder per modality, a fusion, a fused head and unimodal heads.
+
+Only relative imports inside `modeling/`: `register_for_auto_class()` copies these files next to the
+weights, and a process without `hf_mmbalance` loads the checkpoint with `trust_remote_code=True`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_mmbalance import MMBalanceConfig
+from .encoders import build_encoder
+from .fusion import build_fusion
+
+ATTENTION_MASK_SUFFIX = "_attention_mask"
+
+
+@dataclass
+class MMBalanceOutput(ModelOutput):
+    """Output of the hf_mmbalance models.
+
+    Args:
+        loss: total loss (weighted fused + unimodal terms, see `MMBalanceConfig.loss_weights`), when labels are given.
+        logits: fused prediction, `(batch, num_labels)` (`(batch, 1)` for regression).
+        modality_logits: each modality's additive share of `logits` (they sum to `logits`), by modality name.
+        unimodal_logits: the unimodal heads' predictions, by modality name (empty without unimodal heads).
+        features: each modality's encoder feature z_m, `(batch, feature_size_m)`, by modality name.
+        fused_features: the input of the fused head.
+        loss_terms: each unweighted loss term (`fused` and one per unimodal head), detached from nothing:
+            methods that reweight terms (ULGM) read them here.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    modality_logits: dict[str, torch.Tensor] | None = None
+    unimodal_logits: dict[str, torch.Tensor] | None = None
+    features: dict[str, torch.Tensor] | None = None
+    fused_features: torch.Tensor | None = None
+    loss_terms: dict[str, torch.Tensor] | None = None
+
+
+class MMBalancePreTrainedModel(PreTrainedModel):
+    config_class = MMBalanceConfig
+    base_model_prefix = "mmbalance"
+    main_input_name = "labels"
+    # forward takes the modalities as **kwargs; without this flag Trainer would assume the model already
+    # normalizes the loss for gradient accumulation (HF_NOTES.md, "Loss trap").
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # PyTorch's own default initialization, not transformers' N(0, 0.02): the small MLP encoders the
+        # papers use are trained from torch defaults.
+        if isinstance(module, nn.MultiheadAttention):
+            module._reset_parameters()
+        elif hasattr(module, "reset_parameters") and not isinstance(module, PreTrainedModel):
+            module.reset_parameters()
+
+    def load_backbone_weights(self) -> None:
+        """Load the pretrained weights of every `encoder="auto"` modality from its `backbone` name or path.
+
+        Kept out of `__init__` because `from_pretrained` builds the model on the meta device and then
+        loads the hf_mmbalance checkpoint, which already holds the (fine-tuned) backbone weights.
+        """
+        from transformers import AutoModel
+
+        for name, settings in self.config.modalities.items():
+            if settings["encoder"] != "auto":
+                continue
+            pretrained = AutoModel.from_pretrained(
+                settings["backbone"], trust_remote_code=bool(settings.get("trust_remote_code", False))
+            )
+            self.encoders[name].backbone.load_state_dict(pretrained.state_dict())
+
+
+class MMBalanceModel(MMBalancePreTrainedModel):
+    """Encoders + fusion + heads, with the task-specific loss left to the subclasses."""
+
+    def __init__(self, config: MMBalanceConfig):
+        super().__init__(config)
+        if not config.modalities:
+            raise ValueError("MMBalanceConfig.modalities is empty: declare at least one modality")
+        self.modality_names = list(config.modalities)
+        self.encoders = nn.ModuleDict({name: build_encoder(s) for name, s in config.modalities.items()})
+        feature_sizes = {name: encoder.feature_size for name, encoder in self.encoders.items()}
+        self.fusion = build_fusion(config.fusion, feature_sizes, config.num_labels, config.fusion_hidden_size)
+        self.unimodal_heads = nn.ModuleDict(
+            {name: nn.Linear(size, config.num_labels) for name, size in feature_sizes.items()}
+            if config.unimodal_heads
+            else {}
+        )
+        self.post_init()
+
+    def _split_inputs(self, inputs: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+        expected = set(self.modality_names) | {name + ATTENTION_MASK_SUFFIX for name in self.modality_names}
+        unknown = sorted(set(inputs) - expected)
+        if unknown:
+            raise ValueError(
+                f"unexpected model inputs {unknown}; this model takes the modalities {self.modality_names} "
+                f"(and optional '<modality>{ATTENTION_MASK_SUFFIX}'), plus 'labels' and 'sample_idx'"
+            )
+        missing = [name for name in self.modality_names if inputs.get(name) is None]
+        if missing:
+            raise ValueError(f"missing modality inputs {missing}; this model takes {self.modality_names}")
+        values = {name: inputs[name] for name in self.modality_names}
+        masks = {name: inputs.get(name + ATTENTION_MASK_SUFFIX) for name in self.modality_names}
+        for name, value in values.items():
+            self._check_input_shape(name, value)
+        return values, masks
+
+    def _check_input_shape(self, name: str, value: torch.Tensor) -> None:
+        settings = self.config.modalities[name]
+        if settings["encoder"] == "auto":
+            return
+        expected_ndim = 2 if settings["encoder"] == "mlp" else 3
+        layout = "(batch, features)" if expected_ndim == 2 else "(batch, length, features)"
+        size = settings["input_size"]
+        if value.ndim != expected_ndim or value.shape[-1] != size:
+            raise ValueError(
+                f"modality {name!r}: expected a tensor of shape {layout} with features={size}, got {tuple(value.shape)}"
+            )
+
+    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-modality features z_m."""
+        values, masks = self._split_inputs(inputs)
+        dtype = self.dtype
+        return {
+            name: self.encoders[name](value.to(dtype) if value.is_floating_point() else value, masks[name])
+            for name, value in values.items()
+        }
+
+    def forward(
+        self,
+        labels: torch.Tensor | None = None,
+        sample_idx: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **modality_inputs: torch.Tensor,
+    ) -> MMBalanceOutput:
+        """Args: one tensor per modality (by name), optional `<name>_attention_mask`, `labels`;
+        `sample_idx` is accepted and ignored (the balancing methods read it from the batch)."""
+        features = self.encode(modality_inputs)
+        fusion = self.fusion(features)
+        unimodal = {name: head(features[name]) for name, head in self.unimodal_heads.items()}
+        loss = loss_terms = None
+        if labels is not None:
+            loss_terms = {"fused": self.task_loss(fusion.logits, labels)}
+            loss_terms.update({name: self.task_loss(logits, labels) for name, logits in unimodal.items()})
+            loss = self.combine_losses(loss_terms)
+        return MMBalanceOutput(
+            loss=loss,
+            logits=fusion.logits,
+            modality_logits=fusion.modality_logits,
+            unimodal_logits=unimodal,
+            features=features,
+            fused_features=fusion.fused_features,
+            loss_terms=loss_terms,
+        )
+
+    def combine_losses(self, loss_terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Weighted sum of the loss terms; without `loss_weights`, their mean (BMMAL Eq. 1)."""
+        weights = self.config.loss_weights
+        if weights is None:
+            return torch.stack(list(loss_terms.values())).mean()
+        return sum(float(weights.get(name, 1.0)) * term for name, term in loss_terms.items())
+
+    def task_loss(self, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} has no task loss; use MMBalanceForClassification or MMBalanceForRegression")
+
+
+class MMBalanceForClassification(MMBalanceModel):
+    """Multimodal classifier; loss = mean (or `loss_weights`-weighted sum) of fused and unimodal CE terms."""
+
+    def __init__(self, config: MMBalanceConfig):
+        if config.task != "classification":
+            raise ValueError(f"MMBalanceForClassification needs task='classification', got task={config.task!r}")
+        super().__init__(config)
+
+    def task_loss(self, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if labels.is_floating_point():
+            raise ValueError(f"labels must be integer class ids for classification, got dtype {labels.dtype}")
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= self.config.num_labels:
+            raise ValueError(f"labels must lie in [0, {self.config.num_labels}), got values in [{low}, {high}]")
+        return F.cross_entropy(predictions, labels)
+
+
+class MMBalanceForRegression(MMBalanceModel):
+    """Multimodal regressor (one output); loss = L1 (SUGRM) or MSE of fused and unimodal predictions."""
+
+    def __init__(self, config: MMBalanceConfig):
+        if config.task != "regression":
+            raise ValueError(f"MMBalanceForRegression needs task='regression', got task={config.task!r}")
+        super().__init__(config)
+
+    def task_loss(self, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        target = labels.to(predictions.dtype).reshape(predictions.shape)
+        if self.config.regression_loss == "l1":
+            return F.l1_loss(predictions, target)
+        return F.mse_loss(predictions, target)
+
+
+__all__ = [
+    "MMBalanceOutput",
+    "MMBalancePreTrainedModel",
+    "MMBalanceModel",
+    "MMBalanceForClassification",
+    "MMBalanceForRegression",
+]

@@ -1,0 +1,50 @@
+"""The protocol between `MultimodalTrainer` and the balancing methods.
+
+A balancing method is a `TrainerCallback` (so it gets every standard event, e.g. `on_pre_optimizer_step` for
+gradient modulation) that may also implement the extra hooks below. `MultimodalTrainer` calls them on every
+`BalancingCallback` in its callback list; a method overrides only what it needs, the base versions do nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+from transformers import TrainerCallback, TrainerState, TrainingArguments
+
+
+class BalancingCallback(TrainerCallback):
+    """Base class of the balancing methods' callbacks (hooks of `MultimodalTrainer`)."""
+
+    # Shown in the model card: the method's tag and the paper's BibTeX entry.
+    method_name: str | None = None
+    citation: str | None = None
+
+    def on_train_batch_outputs(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        *,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        outputs: Any,
+    ) -> torch.Tensor | None:
+        """Called for every training micro-batch right after the forward pass, before backward.
+
+        `inputs` holds the batch (modalities, `labels`, `sample_idx` when the dataset has it) and `outputs` the
+        model's `MMBalanceOutput`. Return a scalar tensor to ADD to the loss (it is backpropagated with it), or
+        None. With gradient accumulation this runs once per micro-batch; `state.global_step` tells the step.
+        """
+        return None
+
+    def get_train_sampler(self, train_dataset: Any, args: TrainingArguments) -> Sampler | None:
+        """Return a sampler to order the training set (it must yield the same order on every rank; accelerate
+        shards it), or None to keep the Trainer's. At most one callback may provide one."""
+        return None
+
+    def save_checkpoint_state(self, checkpoint_dir: str) -> None:
+        """Write this method's state (JSON / safetensors only) into `checkpoint_dir` (main process only)."""
+
+    def load_checkpoint_state(self, checkpoint_dir: str) -> None:
+        """Restore what `save_checkpoint_state` wrote (every process), before training resumes."""

@@ -1,0 +1,244 @@
+"""`MultimodalTrainer`: `transformers.Trainer` for the hf_mmbalance models and the balancing callbacks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..data import validate_dataset
+from ..hub import render_model_card
+from ..modeling import ATTENTION_MASK_SUFFIX, MMBalanceConfig
+from .callbacks import BalancingCallback
+from .metrics import build_compute_metrics
+
+SAMPLE_ID_COLUMN = "sample_idx"
+
+
+def modality_schema(config: MMBalanceConfig) -> dict[str, Any]:
+    """What `validate_dataset` expects of each modality column, from the model config."""
+    schema: dict[str, Any] = {}
+    for name, settings in config.modalities.items():
+        if settings["encoder"] == "mlp":
+            schema[name] = settings["input_size"]
+        elif settings["encoder"] == "transformer":
+            schema[name] = (None, settings["input_size"])
+        # `auto` backbones take token ids or embeddings whose shape the backbone itself checks.
+    return schema
+
+
+class MultimodalTrainer(Trainer):
+    """`Trainer` for `MMBalanceForClassification` / `MMBalanceForRegression`.
+
+    On top of `Trainer` it:
+      * keeps the modality columns, their attention masks, `labels` and `sample_idx` in the batches
+        (`forward` takes the modalities as keyword arguments, so `remove_unused_columns` would drop them);
+      * validates `datasets.Dataset` inputs against the model config (clear errors, see `data.validation`);
+      * hands each training batch's outputs to the `BalancingCallback`s and adds the loss terms they return;
+      * lets one callback provide the train sampler, and saves / restores the callbacks' per-sample state
+        with every checkpoint;
+      * logs each loss term (`loss_fused`, `loss_<modality>`) and evaluates the fused and every unimodal head
+        (`accuracy`, `f1_macro`, `unimodal_<m>_accuracy`, ...; MAE / Pearson for regression).
+    """
+
+    def __init__(self, model=None, args=None, *trainer_args, validate_datasets: bool = True, **kwargs):
+        config = getattr(model, "config", None)
+        if not isinstance(config, MMBalanceConfig):
+            raise TypeError(
+                f"MultimodalTrainer needs an hf_mmbalance model (config MMBalanceConfig), got {type(model).__name__}"
+            )
+        if kwargs.get("compute_metrics") is None:
+            kwargs["compute_metrics"] = build_compute_metrics(config.modality_names, config.task)
+        for key in ("train_dataset", "eval_dataset"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = self._prepared_dataset(kwargs[key], config, key, validate_datasets)
+        super().__init__(model, args, *trainer_args, **kwargs)
+        if self.args.label_names is None:
+            self.label_names = ["labels"]
+        self._loss_term_sums: dict[str, torch.Tensor] = {}
+        self._loss_term_count = 0
+        self._pending_logs: dict[str, float] = {}
+        self._balancing_state_loaded: set[int] = set()
+        self._resume_checkpoint_dir: str | None = None
+
+    # ----- data -----
+    @staticmethod
+    def _prepared_dataset(dataset, config: MMBalanceConfig, field: str, validate: bool):
+        import datasets
+
+        if isinstance(dataset, dict) and not isinstance(dataset, datasets.Dataset):
+            return {name: MultimodalTrainer._prepared_dataset(d, config, f"{field}[{name!r}]", validate) for name, d in dataset.items()}
+        if not isinstance(dataset, datasets.Dataset):
+            return dataset
+        if validate:
+            validate_dataset(
+                dataset,
+                modality_schema(config),
+                num_labels=config.num_labels if config.task == "classification" else None,
+                task=config.task,
+            )
+        # Tensors straight from Arrow: the default collator then only stacks them.
+        return dataset.with_format("torch") if dataset.format["type"] is None else dataset
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            names = self.model.config.modality_names
+            self._signature_columns = [
+                *names,
+                *(name + ATTENTION_MASK_SUFFIX for name in names),
+                SAMPLE_ID_COLUMN,
+                "labels",
+                "label",
+                "label_ids",
+                *(self.label_names or []),
+            ]
+
+    @property
+    def balancing_callbacks(self) -> list[BalancingCallback]:
+        # Looked up each time: `restore_callback_states_from_checkpoint` replaces callback instances.
+        return [cb for cb in self.callback_handler.callbacks if isinstance(cb, BalancingCallback)]
+
+    def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        provided = [(cb, cb.get_train_sampler(dataset, self.args)) for cb in self.balancing_callbacks]
+        provided = [(cb, sampler) for cb, sampler in provided if sampler is not None]
+        if len(provided) > 1:
+            names = [type(cb).__name__ for cb, _ in provided]
+            raise ValueError(f"several callbacks provide a train sampler ({names}); only one may order the data")
+        if provided:
+            self._custom_train_sampler = provided[0][1]
+            return self._custom_train_sampler
+        self._custom_train_sampler = None
+        return super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self):
+        dataloader = super().get_train_dataloader()
+        sampler = getattr(self, "_custom_train_sampler", None)
+        if sampler is not None and hasattr(dataloader, "set_sampler"):
+            # Keeps the custom sampler reachable by `set_epoch` after `skip_first_batches` on a mid-epoch resume
+            # with several processes (accelerate otherwise replays epoch 0's order; HF_NOTES.md).
+            dataloader.set_sampler(sampler)
+        return dataloader
+
+    # ----- loss -----
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        model_inputs = dict(inputs)
+        model_inputs.pop(SAMPLE_ID_COLUMN, None)
+        outputs = model(**model_inputs)
+        if outputs.loss is None:
+            raise ValueError("the batch has no 'labels': MultimodalTrainer trains on labelled data only")
+        loss = outputs.loss
+        if model.training:
+            for callback in self.balancing_callbacks:
+                extra = callback.on_train_batch_outputs(
+                    self.args, self.state, model=self.accelerator.unwrap_model(model), inputs=inputs, outputs=outputs
+                )
+                if extra is not None:
+                    loss = loss + extra
+            self._accumulate_loss_terms(outputs.loss_terms)
+        return (loss, outputs) if return_outputs else loss
+
+    def _accumulate_loss_terms(self, loss_terms: dict[str, torch.Tensor] | None) -> None:
+        if not loss_terms:
+            return
+        for name, value in loss_terms.items():
+            total = self._loss_term_sums.get(name)
+            value = value.detach().float()
+            self._loss_term_sums[name] = value if total is None else total + value
+        self._loss_term_count += 1
+
+    # ----- logging -----
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        if self.control.should_log and self.state.global_step > self._globalstep_last_logged and self._loss_term_count:
+            # Every rank is here: reduce the per-term means so the logged value is the global one.
+            names = sorted(self._loss_term_sums)
+            local = torch.stack([self._loss_term_sums[name] for name in names]) / self._loss_term_count
+            mean = self.accelerator.reduce(local, reduction="mean")
+            self._pending_logs.update({f"loss_{name}": round(float(v), 6) for name, v in zip(names, mean.tolist())})
+            self._loss_term_sums, self._loss_term_count = {}, 0
+        return super()._maybe_log_save_evaluate(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._pending_logs:
+            logs = {**logs, **self._pending_logs}
+            self._pending_logs = {}
+        super().log(logs, start_time)
+
+    # ----- evaluation -----
+    def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys: Sequence[str] | None = None):
+        inputs = self._prepare_inputs(inputs)
+        model_inputs = dict(inputs)
+        model_inputs.pop(SAMPLE_ID_COLUMN, None)
+        labels = inputs.get("labels")
+        with torch.no_grad():
+            outputs = model(**model_inputs)
+        loss = outputs.loss.detach() if outputs.loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        predictions: Any = outputs.logits.detach()
+        if outputs.unimodal_logits:
+            names = self.model.config.modality_names
+            unimodal = torch.stack([outputs.unimodal_logits[name].detach() for name in names], dim=1)
+            predictions = (predictions, unimodal)
+        return loss, predictions, None if labels is None else labels.detach()
+
+    # ----- model card -----
+    def create_model_card(self, model_name: str | None = None, dataset=None, tags=None, **kwargs) -> None:
+        """Write `README.md` in `output_dir`: our template (modalities, fusion, per-modality metrics, how to
+        load) instead of `Trainer`'s generic card, which renders empty links for a model trained from scratch."""
+        if not self.is_world_process_zero():
+            return
+        metrics = {}
+        for entry in self.state.log_history:  # the latest evaluation wins, test over eval
+            metrics.update({k: v for k, v in entry.items() if k.startswith(("eval_", "test_"))})
+        has_test = any(key.startswith("test_") for key in metrics)
+        metrics = {k: v for k, v in metrics.items() if k.startswith("test_" if has_test else "eval_")}
+        callbacks = self.balancing_callbacks
+        card = render_model_card(
+            self.model.config,
+            model_class=type(self.model).__name__,
+            repo_id=self.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
+            metrics=metrics,
+            eval_split="test split" if has_test else "validation split",
+            dataset=dataset if isinstance(dataset, str) else None,
+            methods=[cb.method_name for cb in callbacks if cb.method_name] + list(tags or []),
+            citations=[cb.citation for cb in callbacks if cb.citation],
+            training_summary=(
+                f"{self.state.global_step} optimizer steps, {self.args.num_train_epochs:g} epochs, "
+                f"learning rate {self.args.learning_rate:g}, batch size {self.args.per_device_train_batch_size} per device."
+            ),
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    # ----- checkpoints -----
+    def _save_checkpoint(self, model, trial) -> None:
+        # Written before `super()` so `hub_strategy="checkpoint"` pushes them with the rest of the folder.
+        if self.args.should_save and self.balancing_callbacks:
+            checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(checkpoint_dir, exist_ok=True)
+            for callback in self.balancing_callbacks:
+                callback.save_checkpoint_state(checkpoint_dir)
+        super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._resume_checkpoint_dir = resume_from_checkpoint
+        self._load_balancing_state()
+
+    def _load_callback_state(self) -> None:
+        super()._load_callback_state()
+        # `restore_callback_states_from_checkpoint` may have replaced callbacks with new instances.
+        self._load_balancing_state()
+
+    def _load_balancing_state(self) -> None:
+        if self._resume_checkpoint_dir is None:
+            return
+        for callback in self.balancing_callbacks:
+            if id(callback) not in self._balancing_state_loaded:
+                callback.load_checkpoint_state(self._resume_checkpoint_dir)
+                self._balancing_state_loaded.add(id(callback))
