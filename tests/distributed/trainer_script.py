@@ -1,0 +1,78 @@
+"""Run by tests/test_distributed.py: under `accelerate launch` (2 processes) or plain python (1 process).
+
+Trains a small model with MultimodalTrainer and a test-only BalancingCallback, then each rank writes its final
+parameters (safetensors), the logged loss curve and the sample ids it saw (JSON) into OUT_DIR.
+"""
+
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+from transformers import TrainingArguments, set_seed
+
+from hf_mmbalance import (
+    BalancingCallback,
+    MMBalanceConfig,
+    MMBalanceForClassification,
+    MultimodalTrainer,
+    make_synthetic_classification,
+)
+
+
+class RecordingPenalty(BalancingCallback):
+    """Records the sample ids of every training batch and adds a small feature-norm penalty (so the extra
+    loss term goes through the DDP all-reduce too)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_outputs(self, args, state, *, model, inputs, outputs):
+        self.seen.extend(inputs["sample_idx"].tolist())
+        return 0.01 * sum(feature.pow(2).mean() for feature in outputs.features.values())
+
+
+def main(out_dir: str, per_device_batch: int) -> None:
+    set_seed(0)
+    data = make_synthetic_classification(
+        num_samples=160, num_classes=3, modalities={"a": 6, "b": 4}, signal_strength={"a": 1.0, "b": 0.4}, seed=0
+    )
+    config = MMBalanceConfig(
+        modalities={"a": {"input_size": 6, "hidden_sizes": [8], "feature_size": 8}, "b": {"input_size": 4, "hidden_sizes": [8], "feature_size": 4}},
+        num_labels=3,
+    )
+    model = MMBalanceForClassification(config)
+    args = TrainingArguments(
+        output_dir=os.path.join(out_dir, "run"),
+        per_device_train_batch_size=per_device_batch,
+        num_train_epochs=2,
+        learning_rate=0.1,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+    )
+    recorder = RecordingPenalty()
+    trainer = MultimodalTrainer(model=model, args=args, train_dataset=data["train"], callbacks=[recorder])
+    trainer.train()
+    rank = trainer.args.process_index
+    params = {name: p.detach().clone().contiguous() for name, p in trainer.model.named_parameters()}
+    save_file(params, os.path.join(out_dir, f"params_rank{rank}.safetensors"))
+    report = {
+        "world_size": trainer.args.world_size,
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        "loss_fused": [entry["loss_fused"] for entry in trainer.state.log_history if "loss_fused" in entry],
+        "seen": recorder.seen,
+    }
+    with open(os.path.join(out_dir, f"report_rank{rank}.json"), "w") as handle:
+        json.dump(report, handle)
+    trainer.end()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

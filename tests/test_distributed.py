@@ -1,0 +1,78 @@
+"""A real 2-process `accelerate launch` on CPU (gloo) against a 1-process run with the same global batch."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+SCRIPT = Path(__file__).parent / "distributed" / "trainer_script.py"
+
+
+def launch_two_processes(script: Path, *script_args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`accelerate launch` that really starts 2 CPU processes (see HF_NOTES.md: `--cpu` starts only one)."""
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    command = [
+        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+        str(script), *script_args,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_one_process(script: Path, *script_args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, str(script), *script_args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    two = tmp_path_factory.mktemp("ddp2")
+    one = tmp_path_factory.mktemp("ddp1")
+    result = launch_two_processes(SCRIPT, str(two), "8")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    result = run_one_process(SCRIPT, str(one), "16")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return two, one
+
+
+def test_two_ranks_end_with_identical_parameters(runs):
+    two, _ = runs
+    rank0 = load_file(two / "params_rank0.safetensors")
+    rank1 = load_file(two / "params_rank1.safetensors")
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+
+
+def test_two_processes_follow_the_one_process_loss_curve_and_weights(runs):
+    two, one = runs
+    report2 = json.loads((two / "report_rank0.json").read_text())
+    report1 = json.loads((one / "report_rank0.json").read_text())
+    assert report2["world_size"] == 2 and report1["world_size"] == 1
+    assert len(report2["losses"]) == len(report1["losses"]) == 14  # 112 train rows / 16 per step * 2 epochs
+    torch.testing.assert_close(torch.tensor(report2["losses"]), torch.tensor(report1["losses"]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.tensor(report2["loss_fused"]), torch.tensor(report1["loss_fused"]), atol=1e-5, rtol=1e-4)
+    params2 = load_file(two / "params_rank0.safetensors")
+    params1 = load_file(one / "params_rank0.safetensors")
+    for name in params1:
+        torch.testing.assert_close(params2[name], params1[name], atol=1e-5, rtol=1e-4)
+
+
+def test_ranks_see_disjoint_halves_of_the_one_process_batches(runs):
+    two, one = runs
+    seen0 = json.loads((two / "report_rank0.json").read_text())["seen"]
+    seen1 = json.loads((two / "report_rank1.json").read_text())["seen"]
+    single = json.loads((one / "report_rank0.json").read_text())["seen"]
+    assert len(seen0) == len(seen1) == len(single) // 2
+    for step in range(len(single) // 16):
+        global_batch = single[16 * step : 16 * (step + 1)]
+        local = seen0[8 * step : 8 * (step + 1)] + seen1[8 * step : 8 * (step + 1)]
+        assert sorted(local) == sorted(global_batch)
+        assert not set(seen0[8 * step : 8 * (step + 1)]) & set(seen1[8 * step : 8 * (step + 1)])
