@@ -71,7 +71,9 @@ def main(out_dir: str, per_device_batch: int) -> None:
     }
     with open(os.path.join(out_dir, f"report_rank{rank}.json"), "w") as handle:
         json.dump(report, handle)
-    trainer.end()
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
