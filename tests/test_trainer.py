@@ -189,3 +189,14 @@ def test_bad_datasets_are_refused_before_training_with_the_field_named(tmp_path,
 def test_non_mmbalance_models_are_refused(tmp_path):
     with pytest.raises(TypeError, match="MMBalanceConfig"):
         MultimodalTrainer(model=torch.nn.Linear(2, 2), args=make_args(tmp_path), train_dataset=DATA["train"])
+
+
+def test_a_plain_transformers_trainer_trains_the_model_as_the_readme_says(tmp_path):
+    from transformers import Trainer
+
+    args = make_args(tmp_path, remove_unused_columns=False, label_names=["labels"])
+    trainer = Trainer(model=make_model(), args=args, train_dataset=DATA["train"].with_format("torch"),
+                      eval_dataset=DATA["validation"].with_format("torch"))
+    assert trainer.train().training_loss > 0
+    predictions = trainer.predict(DATA["test"].with_format("torch"))
+    assert predictions.predictions.shape == (len(DATA["test"]), 3)  # fused logits only (keys_to_ignore_at_inference)
