@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,16 @@ def launch_two_processes(script: Path, *script_args: str, timeout: int = 300) ->
         str(script), *script_args,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    # A session of its own, so a timeout kills the ranks too and leaves no process behind.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"2-process run timed out after {timeout}s\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def run_one_process(script: Path, *script_args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -32,6 +32,11 @@ def modality_schema(config: MMBalanceConfig) -> dict[str, Any]:
     return schema
 
 
+def without_sample_ids(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The batch as the model takes it: `sample_idx` stays with the batch for the callbacks only."""
+    return {key: value for key, value in inputs.items() if key != SAMPLE_ID_COLUMN}
+
+
 class MultimodalTrainer(Trainer):
     """`Trainer` for `MMBalanceForClassification` / `MMBalanceForRegression`.
 
@@ -127,9 +132,7 @@ class MultimodalTrainer(Trainer):
 
     # ----- loss -----
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        model_inputs = dict(inputs)
-        model_inputs.pop(SAMPLE_ID_COLUMN, None)
-        outputs = model(**model_inputs)
+        outputs = model(**without_sample_ids(inputs))
         if outputs.loss is None:
             raise ValueError("the batch has no 'labels': MultimodalTrainer trains on labelled data only")
         loss = outputs.loss
@@ -172,11 +175,9 @@ class MultimodalTrainer(Trainer):
     # ----- evaluation -----
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys: Sequence[str] | None = None):
         inputs = self._prepare_inputs(inputs)
-        model_inputs = dict(inputs)
-        model_inputs.pop(SAMPLE_ID_COLUMN, None)
         labels = inputs.get("labels")
         with torch.no_grad():
-            outputs = model(**model_inputs)
+            outputs = model(**without_sample_ids(inputs))
         loss = outputs.loss.detach() if outputs.loss is not None else None
         if prediction_loss_only:
             return loss, None, None

@@ -72,8 +72,11 @@ def main(out_dir: str, per_device_batch: int) -> None:
     with open(os.path.join(out_dir, f"report_rank{rank}.json"), "w") as handle:
         json.dump(report, handle)
     trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    # Every rank has written its files and passed the barrier above. Exit at once: tearing the gloo group
+    # down (Trainer.end / destroy_process_group) intermittently hung one rank here at interpreter exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
