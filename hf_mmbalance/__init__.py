@@ -17,6 +17,7 @@ from .modeling import (
     MMBalanceModel,
     MMBalanceOutput,
 )
+from .methods import GradientModulationCallback, ModulationConfig
 from .plotting import plot_training_curves
 from .trainer import BalancingCallback, MultimodalTrainer, build_compute_metrics
 
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BalancingCallback",
     "DatasetValidationError",
+    "GradientModulationCallback",
     "MFEAT_VIEWS",
     "MMBalanceConfig",
     "MMBalanceConfigError",
@@ -32,6 +34,7 @@ __all__ = [
     "MMBalanceForRegression",
     "MMBalanceModel",
     "MMBalanceOutput",
+    "ModulationConfig",
     "MultimodalTrainer",
     "build_compute_metrics",
     "load_mfeat",

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _series(log_history: Sequence[dict], key: str, x_key: str) -> tuple[list[float], list[float]]:
+def series(log_history: Sequence[dict], key: str, x_key: str) -> tuple[list[float], list[float]]:
     points = [(entry[x_key], entry[key]) for entry in log_history if key in entry and x_key in entry]
     return [x for x, _ in points], [y for _, y in points]
 
@@ -40,7 +40,7 @@ def _plot(log_history, keys, x_key, y_label, title, output_dir, filename) -> str
     figure, axis = plt.subplots(figsize=(7, 4.5))
     plotted = False
     for key, label in keys:
-        xs, ys = _series(log_history, key, x_key)
+        xs, ys = series(log_history, key, x_key)
         if xs:
             style = {"linewidth": 2.5, "color": "black"} if label == "fused" else {"linewidth": 1.3}
             axis.plot(xs, ys, label=label, marker="o" if len(xs) < 30 else None, markersize=3, **style)

@@ -86,3 +86,22 @@ def test_ranks_see_disjoint_halves_of_the_one_process_batches(runs):
         local = seen0[8 * step : 8 * (step + 1)] + seen1[8 * step : 8 * (step + 1)]
         assert sorted(local) == sorted(global_batch)
         assert not set(seen0[8 * step : 8 * (step + 1)]) & set(seen1[8 * step : 8 * (step + 1)])
+
+
+def test_gradient_modulation_keeps_both_ranks_identical_and_matches_one_process(runs):
+    """Scores all-reduced over ranks and summed over 2 micro-batches, GE noise identical on every rank."""
+    two, one = runs
+    rank0 = load_file(two / "modulation_params_rank0.safetensors")
+    rank1 = load_file(two / "modulation_params_rank1.safetensors")
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    report2 = json.loads((two / "modulation_report_rank0.json").read_text())
+    report1 = json.loads((one / "modulation_report_rank0.json").read_text())
+    assert report2 == json.loads((two / "modulation_report_rank1.json").read_text())
+    assert set(report2) >= {"modulation/rho_a", "modulation/k_b"} and len(report2["modulation/rho_a"]) == 14  # 112 rows / 16 per step * 2 epochs
+    assert any(k < 1 for k in report2["modulation/k_a"] + report2["modulation/k_b"])  # modulation was active
+    for key in ("losses", "modulation/rho_a", "modulation/rho_b", "modulation/k_a", "modulation/k_b"):
+        torch.testing.assert_close(torch.tensor(report2[key]), torch.tensor(report1[key]), atol=1e-5, rtol=1e-4)
+    params1 = load_file(one / "modulation_params_rank0.safetensors")
+    for name in params1:
+        torch.testing.assert_close(rank0[name], params1[name], atol=1e-4, rtol=1e-3)

@@ -6,6 +6,7 @@ import sys
 
 from transformers import TrainingArguments
 
+from ..methods import METHOD_REGISTRY
 from .parser import RecipeError, parse_recipe_and_flags
 from .train import DataArguments, ModelArguments, run_train
 
@@ -14,6 +15,9 @@ USAGE = """usage: hf-mmbalance COMMAND --config RECIPE.yaml [--field value ...]
 commands:
   train    train a multimodal model with MultimodalTrainer; writes metrics.json, plots and a model card
            into --output_dir (recipe fields: TrainingArguments, data and model fields; flags override them)
+
+balancing methods: a recipe section `<method>: {option: value}` or flags `--<method>.<option> value`
+  modulation   Ada2I / OGM-GE gradient modulation (options: ModulationConfig, e.g. mode, alpha, score)
 """
 
 
@@ -27,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hf-mmbalance: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     try:
-        data_args, model_args, training_args = parse_recipe_and_flags(
-            (DataArguments, ModelArguments, TrainingArguments), rest
+        data_args, model_args, training_args, method_sections = parse_recipe_and_flags(
+            (DataArguments, ModelArguments, TrainingArguments), rest, method_names=tuple(METHOD_REGISTRY)
         )
-        run_train(data_args, model_args, training_args)
+        run_train(data_args, model_args, training_args, method_sections)
     except RecipeError as error:
         print(f"hf-mmbalance: {error}", file=sys.stderr)
         return 2

@@ -24,8 +24,15 @@ def read_recipe(path: str) -> dict[str, Any]:
     return content
 
 
-def parse_recipe_and_flags(dataclass_types: tuple[type, ...], argv: list[str]) -> tuple[Any, ...]:
-    """Parse `argv` (`--config FILE` first if given, then `--field value` flags) into `dataclass_types`."""
+def parse_recipe_and_flags(
+    dataclass_types: tuple[type, ...], argv: list[str], method_names: tuple[str, ...] = ()
+) -> tuple[Any, ...]:
+    """Parse `argv` (`--config FILE` first if given, then `--field value` flags) into `dataclass_types`.
+
+    With `method_names`, a recipe section `<method>: {option: value}` (and flags `--<method>.<option> value`,
+    which override it) configures a balancing method; the parsed sections `{method: {option: value}}` are then
+    returned after the dataclasses. Sections keep method options apart from the Trainer's fields.
+    """
     argv = list(argv)
     recipe: dict[str, Any] = {}
     if "--config" in argv:
@@ -34,6 +41,42 @@ def parse_recipe_and_flags(dataclass_types: tuple[type, ...], argv: list[str]) -
             raise RecipeError("--config needs a path to a YAML recipe")
         recipe = read_recipe(argv[position + 1])
         del argv[position : position + 2]
+    if method_names:
+        recipe, argv, sections = _method_sections(recipe, argv, method_names)
+        return (*_parse_fields(dataclass_types, recipe, argv), sections)
+    return _parse_fields(dataclass_types, recipe, argv)
+
+
+def _method_sections(recipe: dict[str, Any], argv: list[str], method_names: tuple[str, ...]):
+    sections: dict[str, dict[str, Any]] = {}
+    for name in method_names:
+        if name in recipe:
+            section = recipe.pop(name)
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                raise RecipeError(f"recipe section {name!r} must be a mapping of option: value, got {section!r}")
+            sections[name] = dict(section)
+    remaining = []
+    position = 0
+    while position < len(argv):
+        flag = argv[position]
+        method, _, option = flag[2:].partition(".") if flag.startswith("--") else ("", "", "")
+        if option and method in method_names:
+            if position + 1 >= len(argv):
+                raise RecipeError(f"{flag} needs a value")
+            # YAML typing, as in a recipe: 0.2 -> float, true -> bool, [a, b] -> list, null -> None.
+            sections.setdefault(method, {})[option] = yaml.safe_load(argv[position + 1])
+            position += 2
+        elif option and method not in method_names:
+            raise RecipeError(f"unknown method in flag {flag}; methods: {list(method_names)}")
+        else:
+            remaining.append(flag)
+            position += 1
+    return recipe, remaining, sections
+
+
+def _parse_fields(dataclass_types: tuple[type, ...], recipe: dict[str, Any], argv: list[str]) -> tuple[Any, ...]:
     known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
     unknown = sorted(set(recipe) - known)
     if unknown:

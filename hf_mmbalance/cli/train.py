@@ -10,6 +10,8 @@ from transformers import TrainingArguments, set_seed
 
 from ..data import load_mfeat, make_synthetic_classification, standardize
 from ..hub import render_model_card
+from ..methods import build_method_callbacks
+from ..methods.modulation import GradientModulationCallback, plot_disparity_ratios
 from ..modeling import MMBalanceConfig, MMBalanceForClassification, MMBalanceForRegression
 from ..plotting import plot_training_curves
 from ..trainer import MultimodalTrainer
@@ -32,7 +34,7 @@ class DataArguments:
 
 @dataclass
 class ModelArguments:
-    fusion: str = field(default="concat", metadata={"help": "concat | sum | gated"})
+    fusion: str = field(default="concat", metadata={"help": "concat | sum | gated | amw | afw (Ada2I: afw feeds amw)"})
     encoder: str = field(default="mlp", metadata={"help": "encoder of every modality (vector inputs: mlp)"})
     hidden_sizes: list[int] = field(default_factory=lambda: [64], metadata={"help": "MLP hidden sizes"})
     feature_size: int = field(default=32, metadata={"help": "size of each modality's feature z_m"})
@@ -42,6 +44,9 @@ class ModelArguments:
         default=None, metadata={"help": "weight of the fused loss (default: mean of all terms, BMMAL Eq. 1)"}
     )
     unimodal_loss_weight: float | None = field(default=None, metadata={"help": "weight of each unimodal loss"})
+    afw_rank: int = field(default=4, metadata={"help": "afw: tensor-ring rank r of the query/key cores (Ada2I Eq. 5)"})
+    afw_beta: float = field(default=0.5, metadata={"help": "afw: weight beta of the original feature (Ada2I Eq. 7)"})
+    amw_scale: float = field(default=1.0, metadata={"help": "amw/afw: scale of the modality-wise cosines (Ada2I Eq. 8)"})
 
 
 def load_data(data_args: DataArguments):
@@ -99,6 +104,9 @@ def build_model(model_args: ModelArguments, modalities: dict[str, int], num_labe
         num_labels=num_labels,
         unimodal_heads=model_args.unimodal_heads,
         loss_weights=loss_weights,
+        afw_rank=model_args.afw_rank,
+        afw_beta=model_args.afw_beta,
+        amw_scale=model_args.amw_scale,
     )
     model_class = MMBalanceForClassification if task == "classification" else MMBalanceForRegression
     return model_class(config)
@@ -116,7 +124,16 @@ def format_report(metrics: dict[str, float], modality_names: list[str], prefix: 
     return "\n".join(lines)
 
 
-def run_train(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments) -> dict:
+def run_train(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: TrainingArguments,
+    method_sections: dict[str, dict] | None = None,
+) -> dict:
+    try:
+        callbacks = build_method_callbacks(method_sections or {})
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
     set_seed(training_args.seed)
     dataset = load_data(data_args)
     modalities = modality_columns(dataset)
@@ -130,6 +147,7 @@ def run_train(data_args: DataArguments, model_args: ModelArguments, training_arg
         args=training_args,
         train_dataset=dataset["train"],
         eval_dataset=dataset["validation"] if "validation" in dataset else None,
+        callbacks=callbacks,
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = {f"train_{k}" if not k.startswith("train") else k: v for k, v in train_result.metrics.items()}
@@ -153,6 +171,8 @@ def write_run_outputs(trainer, metrics: dict, data_args: DataArguments, training
     with open(os.path.join(output_dir, "log_history.json"), "w", encoding="utf-8") as handle:
         json.dump(trainer.state.log_history, handle, indent=1)
     plots = plot_training_curves(trainer.state.log_history, names, output_dir)
+    if any(isinstance(callback, GradientModulationCallback) for callback in trainer.balancing_callbacks):
+        plots += plot_disparity_ratios(trainer.state.log_history, names, output_dir)
     trainer.create_model_card(dataset=data_args.dataset_name)
     prefix = "test" if any(key.startswith("test_") for key in metrics) else "eval"
     print(f"\nPer-modality report ({prefix} split, {data_args.dataset_name}, fusion={trainer.model.config.fusion}):")

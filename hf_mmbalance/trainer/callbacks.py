@@ -43,6 +43,12 @@ class BalancingCallback(TrainerCallback):
         shards it), or None to keep the Trainer's. At most one callback may provide one."""
         return None
 
+    def metrics_to_log(self) -> dict[str, float]:
+        """Diagnostics to add to the next training log entry (`Trainer.log`, so they reach `log_history` and every
+        reporting integration), e.g. the mean of a per-step value since the previous call. Called on every rank at
+        each logging step; return values that are already identical on all ranks."""
+        return {}
+
     def save_checkpoint_state(self, checkpoint_dir: str) -> None:
         """Write this method's state (JSON / safetensors only) into `checkpoint_dir` (main process only)."""
 

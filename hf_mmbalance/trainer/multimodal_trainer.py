@@ -164,6 +164,9 @@ class MultimodalTrainer(Trainer):
             mean = self.accelerator.reduce(local, reduction="mean")
             self._pending_logs.update({f"loss_{name}": round(float(v), 6) for name, v in zip(names, mean.tolist())})
             self._loss_term_sums, self._loss_term_count = {}, 0
+        if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
+            for callback in self.balancing_callbacks:
+                self._pending_logs.update(callback.metrics_to_log())
         return super()._maybe_log_save_evaluate(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -1,0 +1,190 @@
+"""`GradientModulationCallback`: Ada2I / OGM-GE gradient modulation as a `MultimodalTrainer` callback.
+
+Per optimizer step (Ada2I Algorithm 1; METHODS.md §3):
+  1. `on_train_batch_outputs` (every micro-batch): s_m += sum_i softmax(out_m)_i[y_i] from the batch already
+     forwarded, so gradient accumulation sums the scores of all the step's micro-batches;
+  2. `on_pre_optimizer_step` (gradients all-reduced, unscaled and clipped): sum the scores over ranks,
+     rho_m and k_m (Eq. 17-18), then g <- k_m * g (+ GE noise, Eq. 19) on the encoder parameters of m.
+Every rank sees the same reduced scores and draws the same noise (seed + global step), so replicas stay
+identical; the noise seed depends only on the step, so a resumed run draws what an uninterrupted one draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import torch
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from ...trainer.callbacks import BalancingCallback
+from .config import ModulationConfig
+from .disparity import disparity_ratios, modality_scores, modulation_coefficients
+from .gradient import modulate_gradients
+
+STATE_FILE = "gradient_modulation.json"
+LOG_PREFIX = "modulation/"
+
+ADA2I_CITATION = """@inproceedings{nguyen2024ada2i,
+  title     = {Ada2I: Enhancing Modality Balance for Multimodal Conversational Emotion Recognition},
+  author    = {Nguyen, Cam-Van Thi and Tran, The-Son and Le, Duc-Trong and others},
+  booktitle = {Proceedings of the 32nd ACM International Conference on Multimedia},
+  year      = {2024}
+}"""
+OGM_GE_CITATION = """@inproceedings{peng2022balanced,
+  title     = {Balanced Multimodal Learning via On-the-fly Gradient Modulation},
+  author    = {Peng, Xiaokang and Wei, Yake and Deng, Andong and Wang, Dong and Hu, Di},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition},
+  year      = {2022}
+}"""
+
+
+class GradientModulationCallback(BalancingCallback):
+    """Disparity-ratio gradient modulation (Ada2I for any M >= 2; OGM-GE for M = 2). Needs `MultimodalTrainer`
+    (it reads each batch's `modality_logits`) and a model whose encoders are `model.encoders[<modality>]`.
+
+    Logs `modulation/rho_<m>` and `modulation/k_<m>` (means over the steps since the last log) with the loss.
+    """
+
+    def __init__(self, config: ModulationConfig | None = None, **options: Any):
+        if config is not None and options:
+            raise TypeError("pass either a ModulationConfig or its fields as keyword arguments, not both")
+        self.config = config if config is not None else ModulationConfig(**options)
+        self.method_name = self.config.mode.replace("_", "-")
+        self.citation = ADA2I_CITATION if self.config.mode == "ada2i" else OGM_GE_CITATION
+        self.modality_names: list[str] | None = None
+        self.last_ratios: dict[str, float] = {}
+        self.last_coefficients: dict[str, float] = {}
+        self._step_scores: torch.Tensor | None = None
+        self._log_sums: dict[str, float] = {}
+        self._log_count = 0
+        self._parameters: dict[str, list[torch.nn.Parameter]] | None = None
+        self._parameters_of: int | None = None
+
+    # ----- scores, per micro-batch -----
+    def on_train_batch_outputs(self, args, state, *, model, inputs, outputs) -> None:
+        field = "modality_logits" if self.config.score == "dot" else "modality_cosine_logits"
+        logits = getattr(outputs, field, None)
+        if not logits:
+            raise ValueError(
+                f"GradientModulationCallback(score={self.config.score!r}) needs the model output `{field}` "
+                "(each modality's share of the fused logits); this model does not provide it"
+            )
+        if self.modality_names is None:
+            self.modality_names = list(logits)
+            if self.config.mode == "ogm_ge" and len(self.modality_names) != 2:
+                raise ValueError(
+                    f"mode='ogm_ge' is defined for exactly 2 modalities, the model has {self.modality_names}; use mode='ada2i'"
+                )
+        if "labels" not in inputs:
+            raise ValueError("GradientModulationCallback needs 'labels' in every training batch (the scores use y_i)")
+        scores = modality_scores(logits, inputs["labels"])
+        self._step_scores = scores if self._step_scores is None else self._step_scores + scores
+        return None
+
+    # ----- modulation, per optimizer step -----
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self._step_scores is None:
+            raise RuntimeError(
+                "GradientModulationCallback saw no batch outputs before this optimizer step: train with "
+                "hf_mmbalance.MultimodalTrainer, which hands each batch's modality_logits to the callbacks"
+            )
+        scores = _sum_over_ranks(self._step_scores)
+        self._step_scores = None
+        ratios = disparity_ratios(scores, self.config.mode)
+        coefficients = modulation_coefficients(ratios, self.config.alpha)
+        self.last_ratios = dict(zip(self.modality_names, ratios.tolist()))
+        self.last_coefficients = dict(zip(self.modality_names, coefficients.tolist()))
+        # Before the step's end `state.epoch` still holds the previous step's value, e + s/n with s < n, or
+        # exactly e at the first step of epoch e: its floor is the current 0-based epoch.
+        epoch = int(state.epoch or 0)
+        if not self.config.monitor_only and self.config.in_window(epoch):
+            modulate_gradients(
+                self._modulated_parameters(kwargs["model"]),
+                self.last_coefficients,
+                noise=self.config.noise,
+                noise_std_from=self.config.noise_std_from,
+                seed=self._noise_seed(args, state),
+            )
+        self._record_for_logs()
+
+    def _noise_seed(self, args: TrainingArguments, state: TrainerState) -> int:
+        seed = args.seed if self.config.seed is None else self.config.seed
+        return (int(seed) * 1_000_003 + state.global_step) % (2**63 - 1)
+
+    def _modulated_parameters(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+        if self._parameters is not None and self._parameters_of == id(model):
+            return self._parameters
+        encoders = getattr(model, "encoders", None)
+        missing = [name for name in self.modality_names if encoders is None or name not in encoders]
+        if missing:
+            raise ValueError(
+                f"GradientModulationCallback modulates `model.encoders[<modality>]`; {type(model).__name__} has no encoder "
+                f"for {missing}"
+            )
+        pattern = re.compile(self.config.parameter_filter) if self.config.parameter_filter else None
+        selected = {
+            name: [
+                param
+                for param_name, param in encoders[name].named_parameters()
+                if param.requires_grad and (pattern is None or pattern.search(param_name))
+            ]
+            for name in self.modality_names
+        }
+        if not any(selected.values()):
+            raise ValueError(
+                f"parameter_filter={self.config.parameter_filter!r} selects no trainable encoder parameter; "
+                f"encoder parameter names look like {[n for n, _ in encoders[self.modality_names[0]].named_parameters()][:4]}"
+            )
+        self._parameters, self._parameters_of = selected, id(model)
+        return selected
+
+    # ----- diagnostics -----
+    def _record_for_logs(self) -> None:
+        for name in self.modality_names:
+            for key, value in ((f"rho_{name}", self.last_ratios[name]), (f"k_{name}", self.last_coefficients[name])):
+                self._log_sums[key] = self._log_sums.get(key, 0.0) + value
+        self._log_count += 1
+
+    def metrics_to_log(self) -> dict[str, float]:
+        if not self._log_count:
+            return {}
+        logs = {LOG_PREFIX + key: round(total / self._log_count, 6) for key, total in self._log_sums.items()}
+        self._log_sums, self._log_count = {}, 0
+        return logs
+
+    # ----- checkpoints -----
+    def save_checkpoint_state(self, checkpoint_dir: str) -> None:
+        # The step's scores are consumed before every checkpoint and the noise seed follows the step, so this
+        # small file is all there is: the options and the latest rho / k (for inspection and the logs).
+        state = {
+            "config": self.config.to_dict(),
+            "modality_names": self.modality_names,
+            "last_ratios": self.last_ratios,
+            "last_coefficients": self.last_coefficients,
+        }
+        with open(os.path.join(checkpoint_dir, STATE_FILE), "w", encoding="utf-8") as handle:
+            json.dump(state, handle, indent=1)
+
+    def load_checkpoint_state(self, checkpoint_dir: str) -> None:
+        path = os.path.join(checkpoint_dir, STATE_FILE)
+        if not os.path.isfile(path):
+            return  # a checkpoint from a run without modulation: start fresh
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        self.modality_names = state["modality_names"]
+        self.last_ratios = state["last_ratios"]
+        self.last_coefficients = state["last_coefficients"]
+
+
+def _sum_over_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """All-reduce (sum) the step's scores so every rank computes the same ratios (METHODS.md §3)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        scores = scores.clone()
+        torch.distributed.all_reduce(scores, op=torch.distributed.ReduceOp.SUM)
+    return scores
+
+
+__all__ = ["GradientModulationCallback", "STATE_FILE"]

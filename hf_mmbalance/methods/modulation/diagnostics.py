@@ -1,0 +1,39 @@
+"""Plot of the disparity ratios and coefficients over training (Ada2I Fig. 4 style), from `log_history`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from ...plotting import plt, series
+from .callback import LOG_PREFIX
+
+FIGURE_NAME = "disparity_ratios.png"
+
+
+def plot_disparity_ratios(log_history: Sequence[dict], modality_names: Sequence[str], output_dir: str) -> list[str]:
+    """Write `disparity_ratios.png`: rho_m (top) and k_m (bottom) per modality against the epoch, from the
+    `modulation/rho_<m>` / `modulation/k_<m>` entries the callback logs. Returns `[path]`, or `[]` without them."""
+    panels = (("rho", "disparity ratio $\\rho_m$ (Eq. 17)"), ("k", "coefficient $k_m$ (Eq. 18)"))
+    if not any(LOG_PREFIX + f"rho_{name}" in entry for entry in log_history for name in modality_names):
+        return []
+    os.makedirs(output_dir, exist_ok=True)
+    figure, axes = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    for axis, (quantity, label) in zip(axes, panels):
+        for name in modality_names:
+            xs, ys = series(log_history, f"{LOG_PREFIX}{quantity}_{name}", "epoch")
+            axis.plot(xs, ys, label=name, linewidth=1.3)
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    axes[0].legend(fontsize=8, ncol=min(len(modality_names), 6))
+    axes[0].set_title("Gradient modulation per modality (mean over each logging window)")
+    axes[1].set_xlabel("epoch")
+    figure.tight_layout()
+    path = os.path.join(output_dir, FIGURE_NAME)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]
+
+
+__all__ = ["plot_disparity_ratios", "FIGURE_NAME"]
