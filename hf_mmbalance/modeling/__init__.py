@@ -2,7 +2,14 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-from .configuration_mmbalance import ENCODERS, FUSIONS, TASKS, MMBalanceConfig, MMBalanceConfigError
+from .configuration_mmbalance import (
+    AUXILIARY_LOSS_TERMS,
+    ENCODERS,
+    FUSIONS,
+    TASKS,
+    MMBalanceConfig,
+    MMBalanceConfigError,
+)
 from .modeling_mmbalance import (
     ATTENTION_MASK_SUFFIX,
     MMBalanceForClassification,
@@ -18,6 +25,7 @@ AutoModelForSequenceClassification.register(MMBalanceConfig, MMBalanceForClassif
 
 __all__ = [
     "ATTENTION_MASK_SUFFIX",
+    "AUXILIARY_LOSS_TERMS",
     "ENCODERS",
     "FUSIONS",
     "TASKS",

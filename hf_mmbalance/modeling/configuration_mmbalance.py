@@ -13,7 +13,10 @@ from typing import Any
 from transformers import PreTrainedConfig
 
 TASKS = ("classification", "regression")
-FUSIONS = ("concat", "sum", "gated")
+FUSIONS = ("concat", "sum", "gated", "amw", "afw")
+# Loss terms a fusion adds besides `fused` and the unimodal heads' terms: Ada2I's L_modal (Eq. 13) on Z^{m-adapt}
+# and L_feature (Eq. 12). Without `loss_weights` each is added with weight 1 (Ada2I Eq. 14).
+AUXILIARY_LOSS_TERMS: dict[str, tuple[str, ...]] = {"amw": ("modal",), "afw": ("modal", "feature")}
 ENCODERS = ("mlp", "transformer", "auto")
 REGRESSION_LOSSES = ("l1", "mse")
 
@@ -85,15 +88,24 @@ class MMBalanceConfig(PreTrainedConfig):
             `encoder="transformer"` for sequences `(batch, length, input_size)` with an optional
             `<name>_attention_mask`; `encoder="auto"` with `backbone=<name or local path>` for any
             `AutoModel`). The order is the order of the fused features.
-        fusion (`str`): `concat`, `sum` or `gated`.
+        fusion (`str`): `concat`, `sum`, `gated`, `amw` (Ada2I Adaptive Modality Weighting, Eq. 8-9) or `afw`
+            (Ada2I Adaptive Feature Weighting, Eq. 3-7, feeding AMW, as the paper). `amw` and `afw` are for
+            classification only and add the loss terms `modal` (L_modal, Eq. 13) and, for `afw`, `feature`
+            (L_feature, Eq. 12).
         task (`str`): `classification` or `regression`.
         num_labels (`int`): number of classes (1 output for regression).
         unimodal_heads (`bool`): add one prediction head per modality (needed by BSS prediction
             similarity, BMMAL Eq. 1, ULGM).
-        loss_weights (`dict[str, float]`, *optional*): weight of the fused loss (key `fused`) and of each
-            unimodal head's loss (key = modality name). `None` = the mean of all terms (BMMAL Eq. 1).
-        fusion_hidden_size (`int`, *optional*): size of the gated fusion's common space (default: the
-            largest modality feature size).
+        loss_weights (`dict[str, float]`, *optional*): weight of the fused loss (key `fused`), of each
+            unimodal head's loss (key = modality name) and of the Ada2I terms `modal` / `feature` when the fusion
+            produces them (missing keys weigh 1). `None` = the mean of the fused and unimodal terms (BMMAL Eq. 1)
+            plus the Ada2I terms with weight 1 (Ada2I Eq. 14).
+        fusion_hidden_size (`int`, *optional*): size of the gated fusion's common space, or of the hidden layer
+            of the AMW MLP (Ada2I Eq. 9) (default: the largest modality feature size).
+        afw_rank (`int`): tensor-ring rank r of the AFW query/key cores (Ada2I Eq. 5); Theta^m is r x r.
+        afw_beta (`float`): beta in [0, 1], the weight of the original feature in z^{f-adapt} (Ada2I Eq. 7).
+        amw_scale (`float`): factor s > 0 on the AMW cosines (Ada2I Eq. 8; 1 = the equation as printed,
+            larger values sharpen the softmax of L_modal as in MMCosine).
         regression_loss (`str`): `l1` (SUGRM) or `mse`.
     """
 
@@ -102,6 +114,7 @@ class MMBalanceConfig(PreTrainedConfig):
     # collects the unimodal logits itself.
     keys_to_ignore_at_inference = [
         "modality_logits",
+        "modality_cosine_logits",
         "unimodal_logits",
         "features",
         "fused_features",
@@ -114,6 +127,9 @@ class MMBalanceConfig(PreTrainedConfig):
     unimodal_heads: bool = True
     loss_weights: dict | None = None
     fusion_hidden_size: int | None = None
+    afw_rank: int = 4
+    afw_beta: float = 0.5
+    amw_scale: float = 1.0
     regression_loss: str = "l1"
     # JSON configs are written with sorted keys, which would lose the order of `modalities`; the order
     # is saved here too and restored on load.
@@ -129,6 +145,18 @@ class MMBalanceConfig(PreTrainedConfig):
             raise MMBalanceConfigError(f"fusion={self.fusion!r} is unknown; expected one of {list(FUSIONS)}")
         if self.task not in TASKS:
             raise MMBalanceConfigError(f"task={self.task!r} is unknown; expected one of {list(TASKS)}")
+        if self.task == "regression" and self.fusion in AUXILIARY_LOSS_TERMS:
+            raise MMBalanceConfigError(
+                f"fusion={self.fusion!r} (Ada2I) is for classification only: its L_modal (Eq. 13) is a cross-entropy "
+                "over classes; use fusion='concat', 'sum' or 'gated' for regression"
+            )
+        self._check_ada2i_fields()
+        terms = ["fused", *self.auxiliary_loss_terms]
+        reserved = [name for name in self.modalities if name in terms]
+        if reserved:
+            raise MMBalanceConfigError(
+                f"modalities {reserved} are named like this model's loss terms {terms} (loss_terms keys); rename them"
+            )
         if self.regression_loss not in REGRESSION_LOSSES:
             raise MMBalanceConfigError(
                 f"regression_loss={self.regression_loss!r} is unknown; expected one of {list(REGRESSION_LOSSES)}"
@@ -157,12 +185,32 @@ class MMBalanceConfig(PreTrainedConfig):
             self.modalities = {name: self.modalities[name] for name in self.modality_order}
         self.modality_order = list(self.modalities)
 
+    def _check_ada2i_fields(self) -> None:
+        rank = self.afw_rank
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise MMBalanceConfigError(f"afw_rank must be a positive int (the tensor-ring rank), got {rank!r}")
+        beta = self.afw_beta
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
+            raise MMBalanceConfigError(f"afw_beta must be a number in [0, 1] (Ada2I Eq. 7), got {beta!r}")
+        scale = self.amw_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise MMBalanceConfigError(f"amw_scale must be a positive finite number, got {scale!r}")
+
     def _check_loss_weights(self) -> None:
-        allowed = {"fused", *self.modalities}
-        unknown = set(self.loss_weights) - allowed
+        # A modality may itself be named `modal` or `feature` (then the key weights its unimodal head).
+        produced = {*self.auxiliary_loss_terms, *self.modalities}
+        absent = sorted(key for key in ("feature", "modal") if key in self.loss_weights and key not in produced)
+        if absent:
+            raise MMBalanceConfigError(
+                f"loss_weights has keys {absent}, but fusion={self.fusion!r} has no such loss term: 'modal' (L_modal) "
+                "comes with fusion='amw' or 'afw', 'feature' (L_feature) with fusion='afw'"
+            )
+        allowed = ["fused", *self.modalities, *self.auxiliary_loss_terms]
+        unknown = sorted(set(self.loss_weights) - set(allowed))
         if unknown:
             raise MMBalanceConfigError(
-                f"loss_weights has unknown keys {sorted(unknown)}; expected 'fused' and modality names {list(self.modalities)}"
+                f"loss_weights has unknown keys {unknown}; expected keys among {allowed} "
+                "('fused', the modality names and the fusion's own loss terms)"
             )
         for key, value in self.loss_weights.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -182,5 +230,10 @@ class MMBalanceConfig(PreTrainedConfig):
     def modality_names(self) -> list[str]:
         return list(self.modalities)
 
+    @property
+    def auxiliary_loss_terms(self) -> tuple[str, ...]:
+        """Names of the loss terms the fusion adds (`modal`, `feature`): weight 1 each without `loss_weights`."""
+        return AUXILIARY_LOSS_TERMS.get(self.fusion, ())
 
-__all__ = ["MMBalanceConfig", "MMBalanceConfigError", "TASKS", "FUSIONS", "ENCODERS"]
+
+__all__ = ["MMBalanceConfig", "MMBalanceConfigError", "TASKS", "FUSIONS", "ENCODERS", "AUXILIARY_LOSS_TERMS"]

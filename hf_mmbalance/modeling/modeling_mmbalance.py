@@ -26,19 +26,24 @@ class MMBalanceOutput(ModelOutput):
     """Output of the hf_mmbalance models.
 
     Args:
-        loss: total loss (weighted fused + unimodal terms, see `MMBalanceConfig.loss_weights`), when labels are given.
+        loss: total loss (the `loss_terms` combined, see `MMBalanceConfig.loss_weights`), when labels are given.
         logits: fused prediction, `(batch, num_labels)` (`(batch, 1)` for regression).
-        modality_logits: each modality's additive share of `logits` (they sum to `logits`), by modality name.
+        modality_logits: each modality's additive share of `logits`, W_m a_m + b_m (they sum to `logits`), by
+            modality name; for `fusion="amw"`/`"afw"` they are s * cos(W^m_k, z_m) + b / M and sum to Z^{m-adapt}
+            (`fused_features`, Ada2I Eq. 8), the input of the final MLP, not to `logits`.
+        modality_cosine_logits: the shares with cosines, cos(W_{m,k}, a_m) + b_{m,k} (Ada2I Eq. 16), by modality name.
         unimodal_logits: the unimodal heads' predictions, by modality name (empty without unimodal heads).
         features: each modality's encoder feature z_m, `(batch, feature_size_m)`, by modality name.
-        fused_features: the input of the fused head.
-        loss_terms: each unweighted loss term (`fused` and one per unimodal head), detached from nothing:
-            methods that reweight terms (ULGM) read them here.
+        fused_features: the input of the fused head (Z^{m-adapt} for `fusion="amw"`/`"afw"`).
+        loss_terms: each unweighted loss term (`fused`, one per unimodal head, and the fusion's Ada2I terms
+            `modal` = task loss on Z^{m-adapt}, Eq. 13, and `feature` = L_feature, Eq. 12), detached from
+            nothing: methods that reweight terms (ULGM) read them here.
     """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     modality_logits: dict[str, torch.Tensor] | None = None
+    modality_cosine_logits: dict[str, torch.Tensor] | None = None
     unimodal_logits: dict[str, torch.Tensor] | None = None
     features: dict[str, torch.Tensor] | None = None
     fused_features: torch.Tensor | None = None
@@ -88,7 +93,15 @@ class MMBalanceModel(MMBalancePreTrainedModel):
         self.modality_names = list(config.modalities)
         self.encoders = nn.ModuleDict({name: build_encoder(s) for name, s in config.modalities.items()})
         feature_sizes = {name: encoder.feature_size for name, encoder in self.encoders.items()}
-        self.fusion = build_fusion(config.fusion, feature_sizes, config.num_labels, config.fusion_hidden_size)
+        self.fusion = build_fusion(
+            config.fusion,
+            feature_sizes,
+            config.num_labels,
+            config.fusion_hidden_size,
+            afw_rank=config.afw_rank,
+            afw_beta=config.afw_beta,
+            amw_scale=config.amw_scale,
+        )
         self.unimodal_heads = nn.ModuleDict(
             {name: nn.Linear(size, config.num_labels) for name, size in feature_sizes.items()}
             if config.unimodal_heads
@@ -150,11 +163,15 @@ class MMBalanceModel(MMBalancePreTrainedModel):
         if labels is not None:
             loss_terms = {"fused": self.task_loss(fusion.logits, labels)}
             loss_terms.update({name: self.task_loss(logits, labels) for name, logits in unimodal.items()})
+            if fusion.auxiliary_logits is not None:
+                loss_terms["modal"] = self.task_loss(fusion.auxiliary_logits, labels)
+            loss_terms.update(fusion.auxiliary_losses)
             loss = self.combine_losses(loss_terms)
         return MMBalanceOutput(
             loss=loss,
             logits=fusion.logits,
             modality_logits=fusion.modality_logits,
+            modality_cosine_logits=fusion.modality_cosine_logits,
             unimodal_logits=unimodal,
             features=features,
             fused_features=fusion.fused_features,
@@ -162,18 +179,23 @@ class MMBalanceModel(MMBalancePreTrainedModel):
         )
 
     def combine_losses(self, loss_terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Weighted sum of the loss terms; without `loss_weights`, their mean (BMMAL Eq. 1)."""
+        """Weighted sum of the loss terms (missing weights are 1); without `loss_weights`, the mean of the
+        prediction terms (fused and unimodal, BMMAL Eq. 1) plus the fusion's auxiliary terms `modal` and
+        `feature` with weight 1 (Ada2I Eq. 14: L_cls + L_modal + L_feature)."""
         weights = self.config.loss_weights
-        if weights is None:
-            return torch.stack(list(loss_terms.values())).mean()
-        return sum(float(weights.get(name, 1.0)) * term for name, term in loss_terms.items())
+        if weights is not None:
+            return sum(float(weights.get(name, 1.0)) * term for name, term in loss_terms.items())
+        auxiliary = self.config.auxiliary_loss_terms
+        prediction = [term for name, term in loss_terms.items() if name not in auxiliary]
+        return torch.stack(prediction).mean() + sum(term for name, term in loss_terms.items() if name in auxiliary)
 
     def task_loss(self, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{type(self).__name__} has no task loss; use MMBalanceForClassification or MMBalanceForRegression")
 
 
 class MMBalanceForClassification(MMBalanceModel):
-    """Multimodal classifier; loss = mean (or `loss_weights`-weighted sum) of fused and unimodal CE terms."""
+    """Multimodal classifier; loss = mean (or `loss_weights`-weighted sum) of fused and unimodal CE terms, plus
+    Ada2I's L_modal and L_feature with `fusion="amw"`/`"afw"`."""
 
     def __init__(self, config: MMBalanceConfig):
         if config.task != "classification":
