@@ -330,3 +330,51 @@ def test_ogm_ge_mode_modulates_the_stronger_of_two_modalities(tmp_path):
         assert ratios[stronger] * ratios[min(ratios, key=ratios.get)] == pytest.approx(1.0, rel=1e-5)
         assert coefficients[stronger] == pytest.approx(1 - math.tanh(0.5 * ratios[stronger]))
         assert coefficients[min(ratios, key=ratios.get)] == 1.0
+
+
+# ----- recipes and CLI -----
+
+RECIPES = __import__("pathlib").Path(__file__).resolve().parents[1] / "recipes" / "mfeat"
+
+
+def test_recipe_sections_and_flags_configure_the_method():
+    from hf_mmbalance.cli.parser import parse_recipe_and_flags
+    from hf_mmbalance.cli.train import DataArguments, ModelArguments
+
+    data, model, training, sections = parse_recipe_and_flags(
+        (DataArguments, ModelArguments, TrainingArguments),
+        ["--config", str(RECIPES / "ogm_ge.yaml"), "--modulation.alpha", "0.3", "--modulation.end_epoch", "5"],
+        method_names=("modulation",),
+    )
+    assert data.views == ["fou", "zer"] and model.fusion == "concat"
+    assert sections["modulation"]["mode"] == "ogm_ge" and sections["modulation"]["alpha"] == 0.3
+    assert sections["modulation"]["end_epoch"] == 5
+    config = ModulationConfig(**sections["modulation"])
+    assert config.noise_std_from == "before" and config.in_window(5) and not config.in_window(6)
+
+
+@pytest.mark.parametrize("recipe, views, fusion", [("ogm_ge.yaml", ["fou", "zer"], "concat"), ("ada2i.yaml", None, "afw")])
+def test_the_modulation_recipes_train_and_plot_the_ratios(tmp_path, capsys, recipe, views, fusion):
+    from PIL import Image
+
+    from hf_mmbalance.cli.main import main
+
+    flags = ["--num_train_epochs", "1", "--output_dir", str(tmp_path), "--logging_steps", "5", "--eval_strategy", "no"]
+    if views is None:
+        flags += ["--views", "fou", "zer", "mor"]
+    assert main(["train", "--config", str(RECIPES / recipe), *flags]) == 0
+    log_history = __import__("json").loads((tmp_path / "log_history.json").read_text())
+    assert any("modulation/rho_fou" in entry for entry in log_history)
+    assert Image.open(tmp_path / "disparity_ratios.png").size[0] > 300
+    card = (tmp_path / "README.md").read_text()
+    assert ("ogm-ge" if recipe == "ogm_ge.yaml" else "ada2i") in card
+    assert __import__("json").loads((tmp_path / "config.json").read_text())["fusion"] == fusion
+
+
+def test_unknown_method_options_are_named(tmp_path, capsys):
+    from hf_mmbalance.cli.main import main
+
+    code = main(["train", "--config", str(RECIPES / "ogm_ge.yaml"), "--modulation.alpah", "0.3", "--output_dir", str(tmp_path)])
+    assert code == 2 and "alpah" in capsys.readouterr().err
+    code = main(["train", "--config", str(RECIPES / "ogm_ge.yaml"), "--modulaton.alpha", "0.3", "--output_dir", str(tmp_path)])
+    assert code == 2 and "modulaton" in capsys.readouterr().err

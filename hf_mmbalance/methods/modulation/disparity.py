@@ -22,12 +22,11 @@ def modality_scores(modality_logits: Mapping[str, torch.Tensor], labels: torch.T
     Computed in float32 (also under bf16/fp16 autocast) and detached: the scores steer the update, they are
     not trained. Returns a float32 tensor of shape `(M,)`.
     """
-    labels = labels.reshape(-1, 1).long()
-    scores = []
-    for logits in modality_logits.values():
-        probabilities = torch.softmax(logits.detach().float(), dim=-1)
-        scores.append(probabilities.gather(1, labels.to(probabilities.device)).sum())
-    return torch.stack(scores)
+    # One stacked softmax for all modalities: this runs on every micro-batch.
+    stacked = torch.stack([logits.detach() for logits in modality_logits.values()]).float()
+    probabilities = torch.softmax(stacked, dim=-1)
+    index = labels.reshape(1, -1, 1).long().to(stacked.device).expand(stacked.shape[0], -1, 1)
+    return probabilities.gather(2, index).sum(dim=(1, 2))
 
 
 def disparity_ratios(scores: torch.Tensor, mode: str = "ada2i") -> torch.Tensor:

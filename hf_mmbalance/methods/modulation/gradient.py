@@ -34,28 +34,40 @@ def modulate_gradients(
     `"after"` from the scaled one (Ada2I). The noise is drawn from a generator seeded with `seed`, in the
     order of `parameters`: the caller passes the same seed on every rank (replicas stay identical) and a new
     one per step (a resumed run draws the same noise as an uninterrupted one).
+
+    Runs once per optimizer step on every encoder tensor: foreach ops and one noise draw per device keep
+    the per-tensor Python work small.
     """
     if noise_std_from not in NOISE_STD_FROM:
         raise ValueError(f"noise_std_from={noise_std_from!r} is unknown; expected one of {list(NOISE_STD_FROM)}")
-    generators: dict[torch.device, torch.Generator] = {}
+    groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[float]]] = {}
     for name, params in parameters.items():
         k = float(coefficients[name])
         for param in params:
-            gradient = param.grad
-            if gradient is None:
-                continue
-            sigma = ge_noise_std(gradient) if noise and noise_std_from == "before" else None
-            if k != 1.0:
-                gradient.mul_(k)
-            if not noise:
-                continue
-            if sigma is None:
-                sigma = ge_noise_std(gradient)
-            generator = generators.get(gradient.device)
-            if generator is None:
-                generator = generators[gradient.device] = torch.Generator(device=gradient.device).manual_seed(seed)
-            draw = torch.randn(gradient.shape, generator=generator, device=gradient.device, dtype=torch.float32)
-            gradient.add_(draw.mul_(sigma).to(gradient.dtype))
+            if param.grad is not None:
+                gradients, factors = groups.setdefault((param.grad.device, param.grad.dtype), ([], []))
+                gradients.append(param.grad)
+                factors.append(k)
+    for (device, _), (gradients, factors) in groups.items():
+        sigmas = _per_tensor_std(gradients) if noise and noise_std_from == "before" else None
+        if any(k != 1.0 for k in factors):
+            torch._foreach_mul_(gradients, factors)
+        if not noise:
+            continue
+        if sigmas is None:
+            sigmas = _per_tensor_std(gradients)
+        sizes = [g.numel() for g in gradients]
+        generator = torch.Generator(device=device).manual_seed(seed)
+        draw = torch.randn(sum(sizes), generator=generator, device=device, dtype=torch.float32)
+        chunks = [chunk.view_as(g) for chunk, g in zip(draw.split(sizes), gradients)]
+        torch._foreach_mul_(chunks, sigmas)
+        torch._foreach_add_(gradients, [chunk.to(g.dtype) for chunk, g in zip(chunks, gradients)])
+
+
+def _per_tensor_std(gradients: Sequence[torch.Tensor]) -> list[float]:
+    """`ge_noise_std` of every tensor, with a single device-to-host transfer."""
+    stds = torch.stack([g.detach().float().std() if g.numel() > 1 else g.new_zeros((), dtype=torch.float32) for g in gradients])
+    return [value + NOISE_STD_EPS for value in stds.tolist()]
 
 
 __all__ = ["NOISE_STD_FROM", "ge_noise_std", "modulate_gradients"]
