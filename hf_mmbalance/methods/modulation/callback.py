@@ -7,6 +7,11 @@ Per optimizer step (Ada2I Algorithm 1; METHODS.md §3):
      rho_m and k_m (Eq. 17-18), then g <- k_m * g (+ GE noise, Eq. 19) on the encoder parameters of m.
 Every rank sees the same reduced scores and draws the same noise (seed + global step), so replicas stay
 identical; the noise seed depends only on the step, so a resumed run draws what an uninterrupted one draws.
+
+Mixed precision: the scores are computed in float32 from the (autocast) logits. With fp16 and gradient clipping,
+`Trainer` unscales the gradients before `on_pre_optimizer_step`; without clipping they still carry the loss
+scale S there, and both operations are scale-equivariant (k*(S g) and noise of std std(S g) = S std(g)), so the
+update after the optimizer's unscaling is the same.
 """
 
 from __future__ import annotations
