@@ -563,15 +563,20 @@ def plot_probe_bars(results: Iterable[Mapping[str, Any]], path: str | Path) -> N
     fig, axes = plt.subplots(
         1, len(grouped), figsize=(sum(widths), 4.4), squeeze=False, gridspec_kw={"width_ratios": widths}
     )
+    # One slot and colour per method across all panels, so a method missing from a setting leaves a gap
+    # instead of shifting the others' colours.
+    methods = list(dict.fromkeys(method for by_method in grouped.values() for method in by_method))
+    width = 0.8 / len(methods)
     for ax, (setting, by_method) in zip(axes[0], grouped.items()):
         views = panel_views[setting]
-        width = 0.8 / len(by_method)
         lowest = 1.0
-        for i, (method, records) in enumerate(by_method.items()):
+        for method, records in by_method.items():
+            i = methods.index(method)
             stats = [mean_std([r["fused_acc"] for r in records])]
             stats += [mean_std([r["probe"][v] for r in records]) for v in views]
             x = np.arange(1 + len(views)) - 0.4 + width * (i + 0.5)
-            ax.bar(x, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=2, label=method)
+            ax.bar(x, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=2, label=method,
+                   color=f"C{i % 10}")
             lowest = min(lowest, *(m - s for m, s in stats))
         solo_records = next(iter(by_method.values()))
         for j, view in enumerate(views, start=1):
@@ -584,7 +589,11 @@ def plot_probe_bars(results: Iterable[Mapping[str, Any]], path: str | Path) -> N
         ax.set_ylim(max(0.0, lowest - 0.05), 1.0)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (probe for views)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    legend = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     path = Path(path)
