@@ -195,11 +195,16 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("model_class", [MMBalanceForClassification, MMBalanceForRegression])
-def test_checkpoint_loads_with_remote_code_in_a_process_without_the_package(tmp_path, model_class):
+@pytest.mark.parametrize(
+    "model_class, fusion",
+    [(MMBalanceForClassification, "gated"), (MMBalanceForRegression, "gated"), (MMBalanceForClassification, "afw")],
+)
+def test_checkpoint_loads_with_remote_code_in_a_process_without_the_package(tmp_path, model_class, fusion):
     task = "classification" if model_class is MMBalanceForClassification else "regression"
     torch.manual_seed(0)
-    model = model_class(MMBalanceConfig(modalities=MODALITIES, num_labels=3 if task == "classification" else 1, task=task, fusion="gated")).eval()
+    config = MMBalanceConfig(modalities=MODALITIES, num_labels=3 if task == "classification" else 1, task=task,
+                             fusion=fusion, afw_rank=2)
+    model = model_class(config).eval()
     model.save_pretrained(tmp_path / "ckpt")
     assert {"modeling_mmbalance.py", "configuration_mmbalance.py", "encoders.py", "fusion.py"} <= set(os.listdir(tmp_path / "ckpt"))
     inputs = make_inputs()
