@@ -68,7 +68,7 @@ def _method_sections(recipe: dict[str, Any], argv: list[str], method_names: tupl
             # YAML typing, as in a recipe: 0.2 -> float, true -> bool, [a, b] -> list, null -> None.
             sections.setdefault(method, {})[option] = yaml.safe_load(argv[position + 1])
             position += 2
-        elif option and method not in method_names:
+        elif option:
             raise RecipeError(f"unknown method in flag {flag}; methods: {list(method_names)}")
         else:
             remaining.append(flag)

@@ -11,7 +11,6 @@ from transformers import TrainingArguments, set_seed
 from ..data import load_mfeat, make_synthetic_classification, standardize
 from ..hub import render_model_card
 from ..methods import build_method_callbacks
-from ..methods.modulation import GradientModulationCallback, plot_disparity_ratios
 from ..modeling import MMBalanceConfig, MMBalanceForClassification, MMBalanceForRegression
 from ..plotting import plot_training_curves
 from ..trainer import MultimodalTrainer
@@ -171,8 +170,8 @@ def write_run_outputs(trainer, metrics: dict, data_args: DataArguments, training
     with open(os.path.join(output_dir, "log_history.json"), "w", encoding="utf-8") as handle:
         json.dump(trainer.state.log_history, handle, indent=1)
     plots = plot_training_curves(trainer.state.log_history, names, output_dir)
-    if any(isinstance(callback, GradientModulationCallback) for callback in trainer.balancing_callbacks):
-        plots += plot_disparity_ratios(trainer.state.log_history, names, output_dir)
+    for callback in trainer.balancing_callbacks:
+        plots += callback.plot_diagnostics(trainer.state.log_history, output_dir)
     trainer.create_model_card(dataset=data_args.dataset_name)
     prefix = "test" if any(key.startswith("test_") for key in metrics) else "eval"
     print(f"\nPer-modality report ({prefix} split, {data_args.dataset_name}, fusion={trainer.model.config.fusion}):")

@@ -49,6 +49,11 @@ class BalancingCallback(TrainerCallback):
         each logging step; return values that are already identical on all ranks."""
         return {}
 
+    def plot_diagnostics(self, log_history: list[dict], output_dir: str) -> list[str]:
+        """Write this method's diagnostic plots (PNG) from a finished run's `log_history` into `output_dir`;
+        return the paths written. The CLI calls it for every balancing callback after training."""
+        return []
+
     def save_checkpoint_state(self, checkpoint_dir: str) -> None:
         """Write this method's state (JSON / safetensors only) into `checkpoint_dir` (main process only)."""
 

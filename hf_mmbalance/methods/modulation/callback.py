@@ -26,11 +26,11 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from ...trainer.callbacks import BalancingCallback
 from .config import ModulationConfig
+from .diagnostics import LOG_PREFIX, plot_disparity_ratios
 from .disparity import disparity_ratios, modality_scores, modulation_coefficients
 from .gradient import modulate_gradients
 
 STATE_FILE = "gradient_modulation.json"
-LOG_PREFIX = "modulation/"
 
 ADA2I_CITATION = """@inproceedings{nguyen2024ada2i,
   title     = {Ada2I: Enhancing Modality Balance for Multimodal Conversational Emotion Recognition},
@@ -159,6 +159,9 @@ class GradientModulationCallback(BalancingCallback):
         logs = {LOG_PREFIX + key: round(total / self._log_count, 6) for key, total in self._log_sums.items()}
         self._log_sums, self._log_count = {}, 0
         return logs
+
+    def plot_diagnostics(self, log_history: list[dict], output_dir: str) -> list[str]:
+        return plot_disparity_ratios(log_history, self.modality_names or [], output_dir)
 
     # ----- checkpoints -----
     def save_checkpoint_state(self, checkpoint_dir: str) -> None:

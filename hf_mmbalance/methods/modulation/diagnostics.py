@@ -6,9 +6,10 @@ import os
 from collections.abc import Sequence
 
 from ...plotting import plt, series
-from .callback import LOG_PREFIX
 
 FIGURE_NAME = "disparity_ratios.png"
+# Prefix of the per-modality values `GradientModulationCallback` logs: `modulation/rho_<m>`, `modulation/k_<m>`.
+LOG_PREFIX = "modulation/"
 
 
 def plot_disparity_ratios(log_history: Sequence[dict], modality_names: Sequence[str], output_dir: str) -> list[str]:
