@@ -130,6 +130,18 @@ class MultimodalTrainer(Trainer):
             dataloader.set_sampler(sampler)
         return dataloader
 
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        sampler = getattr(self, "_custom_train_sampler", None)
+        if not getattr(sampler, "spans_all_epochs", False):
+            return values
+        # The sampler lays all of the method's epochs out in one pass (e.g. BSS, whose epochs differ in length):
+        # run that pass once; max_steps, the LR schedule and the resume position then come from its length.
+        _, steps_per_pass, num_examples, _, total_batch_size, steps_in_epoch, max_steps = values
+        if args.max_steps <= 0:
+            max_steps = steps_per_pass
+        return 1, steps_per_pass, num_examples, len(sampler), total_batch_size, steps_in_epoch, max_steps
+
     # ----- loss -----
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         outputs = model(**without_sample_ids(inputs))

@@ -1,0 +1,208 @@
+"""`BSSCallback`: the BSS curriculum (measurer + pacing + scheduler) as the train sampler of `MultimodalTrainer`.
+
+`get_train_sampler` plans the curriculum for `TrainingArguments.num_train_epochs` = E epochs and returns a
+`CurriculumSampler` (one `Trainer` pass over all E epochs, see `sampler.py` for why):
+  * heuristic scheduler: epoch e (1-based) trains on the first ceil(N * lambda(e)) samples of the
+    balance-sorted order (CL: most balanced first; anti-CL: reversed), shuffled; the training set is scored
+    once before epoch 1 (released code) or every `rescore_every` epochs;
+  * learned scheduler (released train-SPL.py): every epoch rescores all N samples and draws a weighted
+    permutation, w_i = 1 - (Norm(loss_i) - Norm(sim_i)) + 0.01, the normalized components accumulated over
+    epochs (`none | sum | ema`, paper figure: sum) and min-max normalized again before the weights.
+Scoring is one inference pass (eval mode, no parameter update) with the model as trained so far. Under DDP
+the order is built on rank 0 and broadcast, so every rank shards the same order. The built orders and the
+accumulated components are saved with every checkpoint: a resumed run replays the same orders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import torch
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from ...trainer.callbacks import BalancingCallback
+from .config import BSSConfig
+from .diagnostics import plot_bss_diagnostics
+from .measurer import measure, min_max_normalize
+from .ordering import (
+    accumulate_scores,
+    curriculum_order,
+    epoch_generator,
+    heuristic_epoch_indices,
+    learned_weights,
+    weighted_permutation,
+)
+from .pacing import pacing_fraction, subset_size
+from .sampler import CurriculumSampler
+
+STATE_FILE = "bss_state.json"
+LOG_PREFIX = "bss/"
+
+BSS_CITATION = """@inproceedings{guan2025bss,
+  title     = {Balance-aware Sequence Sampling Makes Multi-modal Learning Better},
+  booktitle = {Proceedings of the Thirty-Fourth International Joint Conference on Artificial Intelligence (IJCAI)},
+  year      = {2025}
+}"""
+
+
+class BSSCallback(BalancingCallback):
+    """BSS curriculum sampler for `MultimodalTrainer`. Logs `bss/epoch`, `bss/lambda`, `bss/fraction_seen` and the
+    latest scores' `bss/score_mean`, `bss/score_std`; `score_history` keeps a histogram per scoring epoch."""
+
+    method_name = "bss"
+    citation = BSS_CITATION
+
+    def __init__(self, config: BSSConfig | None = None, **options: Any):
+        if config is not None and options:
+            raise TypeError("pass either a BSSConfig or its fields as keyword arguments, not both")
+        self.config = config if config is not None else BSSConfig(**options)
+        self.sampler: CurriculumSampler | None = None
+        self.score_history: dict[int, dict[str, Any]] = {}
+        self._model = None
+        self._dataset = None
+        self._seed = 0
+        self._sorted_order: list[int] | None = None
+        self._accumulated: dict[str, torch.Tensor] | None = None
+        self._saved_orders: dict[int, list[int]] = {}
+        self._total_batch_size = 1
+        self._state: TrainerState | None = None  # the Trainer's state, for the step -> curriculum epoch mapping
+
+    # ----- plan -----
+    def get_train_sampler(self, train_dataset, args: TrainingArguments) -> CurriculumSampler:
+        num_epochs = math.ceil(args.num_train_epochs)
+        if args.max_steps > 0:
+            raise ValueError("BSSCallback plans the curriculum by epochs: set num_train_epochs, not max_steps")
+        num_samples = len(train_dataset)
+        self._dataset = train_dataset
+        self._seed = args.seed if self.config.seed is None else self.config.seed
+        self._total_batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self.sampler = CurriculumSampler(num_samples, self.epoch_sizes(num_samples, num_epochs), self._build_order)
+        self.sampler.orders.update(self._saved_orders)
+        return self.sampler
+
+    def epoch_sizes(self, num_samples: int, num_epochs: int) -> list[int]:
+        """Samples per curriculum epoch: ceil(N * lambda(e)) for e = 1..E (heuristic), N (learned)."""
+        if self.config.scheduler == "learned":
+            return [num_samples] * num_epochs
+        return [subset_size(num_samples, self.fraction(epoch)) for epoch in range(1, num_epochs + 1)]
+
+    def fraction(self, epoch: int) -> float:
+        c = self.config
+        options = {"n_bins": c.n_bins} if c.pacing == "baby_step" else {}
+        return pacing_fraction(c.pacing, epoch, lambda0=c.lambda0, t_grow=c.t_grow, **options)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._model = model
+
+    # ----- orders, built when the loader reaches an epoch -----
+    def _build_order(self, epoch: int) -> list[int]:
+        order = None
+        if _is_main_process():
+            order = self._learned_order(epoch) if self.config.scheduler == "learned" else self._heuristic_order(epoch)
+        return _broadcast_order(order, self.sampler.epoch_sizes[epoch - 1])
+
+    def _heuristic_order(self, epoch: int) -> list[int]:
+        every = self.config.rescore_every
+        if self._sorted_order is None or (every is not None and (epoch - 1) % every == 0):
+            scores = self._measure(epoch, self.config.criterion)["score"]
+            self._sorted_order = curriculum_order(scores, anti=self.config.order == "anti_cl").tolist()
+        indices = heuristic_epoch_indices(
+            torch.tensor(self._sorted_order), self.fraction(epoch), epoch_generator(self._seed, epoch)
+        )
+        return [int(i) for i in indices]
+
+    def _learned_order(self, epoch: int) -> list[int]:
+        measured = self._measure(epoch, f"{self.config.similarity}-training_loss")
+        current = {"loss": min_max_normalize(measured["loss"]), "similarity": min_max_normalize(measured["similarity"])}
+        previous = self._accumulated or {}
+        self._accumulated = {
+            key: accumulate_scores(previous.get(key), value, self.config.accumulate, decay=self.config.ema_decay)
+            for key, value in current.items()
+        }
+        weights = learned_weights(
+            min_max_normalize(self._accumulated["loss"]), min_max_normalize(self._accumulated["similarity"])
+        )
+        return [int(i) for i in weighted_permutation(weights, epoch_generator(self._seed, epoch))]
+
+    def _measure(self, epoch: int, criterion: str) -> dict[str, torch.Tensor]:
+        if self._model is None:
+            raise RuntimeError("BSSCallback scores with the model: train with MultimodalTrainer (on_train_begin gives it)")
+        measured = measure(
+            self._model, self._dataset, criterion, batch_size=self.config.scoring_batch_size, gradient=self.config.gradient
+        )
+        scores = measured["score"].float()
+        counts, edges = torch.histogram(scores.cpu(), bins=20)
+        self.score_history[epoch] = {
+            "mean": float(scores.mean()), "std": float(scores.std()) if scores.numel() > 1 else 0.0,
+            "counts": counts.tolist(), "edges": edges.tolist(),
+        }
+        return measured
+
+    # ----- diagnostics -----
+    def metrics_to_log(self) -> dict[str, float]:
+        if self.sampler is None or self._state is None:
+            return {}
+        position = min(self._state.global_step * self._total_batch_size, len(self.sampler)) - 1
+        epoch = self.sampler.epoch_at(max(position, 0))
+        seen = {i for e in range(1, epoch + 1) for i in self.sampler.orders.get(e, [])}
+        logs = {
+            LOG_PREFIX + "epoch": epoch,
+            LOG_PREFIX + "lambda": round(self.sampler.epoch_sizes[epoch - 1] / self.sampler.num_samples, 6),
+            LOG_PREFIX + "fraction_seen": round(len(seen) / self.sampler.num_samples, 6),
+        }
+        if self.score_history:
+            latest = self.score_history[max(self.score_history)]
+            logs.update({LOG_PREFIX + "score_mean": round(latest["mean"], 6), LOG_PREFIX + "score_std": round(latest["std"], 6)})
+        return logs
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._state = state
+
+    def plot_diagnostics(self, log_history: list[dict], output_dir: str) -> list[str]:
+        return plot_bss_diagnostics(self, output_dir)
+
+    # ----- checkpoints -----
+    def save_checkpoint_state(self, checkpoint_dir: str) -> None:
+        state = {
+            "config": self.config.to_dict(),
+            "orders": {str(epoch): order for epoch, order in (self.sampler.orders if self.sampler else {}).items()},
+            "sorted_order": self._sorted_order,
+            "accumulated": {k: v.tolist() for k, v in (self._accumulated or {}).items()},
+            "score_history": {str(k): v for k, v in self.score_history.items()},
+        }
+        with open(os.path.join(checkpoint_dir, STATE_FILE), "w", encoding="utf-8") as handle:
+            json.dump(state, handle)
+
+    def load_checkpoint_state(self, checkpoint_dir: str) -> None:
+        path = os.path.join(checkpoint_dir, STATE_FILE)
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        self._saved_orders = {int(epoch): order for epoch, order in state["orders"].items()}
+        if self.sampler is not None:  # the loader was built before the checkpoint was read
+            self.sampler.orders.update(self._saved_orders)
+        self._sorted_order = state["sorted_order"]
+        self._accumulated = {k: torch.tensor(v) for k, v in state["accumulated"].items()} or None
+        self.score_history = {int(k): v for k, v in state["score_history"].items()}
+
+
+def _is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+
+def _broadcast_order(order: list[int] | None, size: int) -> list[int]:
+    """Rank 0's order on every rank (the order steers the update: it must be identical everywhere)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return order
+    backend = torch.distributed.get_backend()
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    buffer = torch.tensor(order, dtype=torch.long, device=device) if order is not None else torch.empty(size, dtype=torch.long, device=device)
+    torch.distributed.broadcast(buffer, src=0)
+    return buffer.tolist()
+
+
+__all__ = ["BSSCallback", "STATE_FILE"]
