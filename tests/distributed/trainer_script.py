@@ -3,7 +3,8 @@
 Trains a small model with MultimodalTrainer and a test-only BalancingCallback, then each rank writes its final
 parameters (safetensors), the logged loss curve and the sample ids it saw (JSON) into OUT_DIR. Then the same for
 each balancing method (one launch covers them all: starting 2 processes costs ~7 s): gradient modulation with GE
-noise and 2 accumulation micro-batches per step.
+noise and 2 accumulation micro-batches per step; the BSS learned curriculum, uninterrupted and resumed from a
+mid-pass checkpoint (the custom-sampler resume that accelerate gets wrong without `set_sampler`).
 """
 
 import json
@@ -12,7 +13,7 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import TrainingArguments, set_seed
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from hf_mmbalance import (
     BalancingCallback,
@@ -22,6 +23,24 @@ from hf_mmbalance import (
     MultimodalTrainer,
     make_synthetic_classification,
 )
+from hf_mmbalance.methods.bss import BSSCallback
+
+
+class SeenIds(BalancingCallback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_outputs(self, args, state, *, model, inputs, outputs):
+        self.seen.extend(inputs["sample_idx"].tolist())
+
+
+class StopAtStep(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
 
 
 class RecordingPenalty(BalancingCallback):
@@ -105,6 +124,25 @@ def main(out_dir: str, per_device_batch: int) -> None:
     )
     trainer.train()
     save_run(trainer, out_dir, "modulation_", logged(trainer, "modulation/"))
+
+    # BSS, learned scheduler (rescored every epoch, order built on rank 0 and broadcast): uninterrupted ...
+    bss_options = dict(scheduler="learned", similarity="prediction_similarity", accumulate="sum", scoring_batch_size=32)
+    bss, seen = BSSCallback(**bss_options), SeenIds()
+    trainer = MultimodalTrainer(model=make_model(), args=make_args(out_dir, "bss", per_device_batch, num_train_epochs=3),
+                                train_dataset=data["train"], callbacks=[bss, seen])
+    trainer.train()
+    ids = data["train"]["sample_idx"]  # the sampler yields row positions; the batches carry sample_idx
+    orders = {str(epoch): [ids[i] for i in order] for epoch, order in bss.sampler.orders.items()}
+    save_run(trainer, out_dir, "bss_", {"orders": orders, "seen": seen.seen})
+    # ... and stopped after step 9 (in epoch 2), then resumed from that checkpoint.
+    cut_args = make_args(out_dir, "bss_cut", per_device_batch, num_train_epochs=3, save_strategy="steps", save_steps=9)
+    MultimodalTrainer(model=make_model(), args=cut_args, train_dataset=data["train"],
+                      callbacks=[BSSCallback(**bss_options), StopAtStep(9)]).train()
+    resumed_seen = SeenIds()
+    trainer = MultimodalTrainer(model=make_model(), args=make_args(out_dir, "bss_cut", per_device_batch, num_train_epochs=3),
+                                train_dataset=data["train"], callbacks=[BSSCallback(**bss_options), resumed_seen])
+    trainer.train(resume_from_checkpoint=os.path.join(out_dir, "bss_cut", "checkpoint-9"))
+    save_run(trainer, out_dir, "bss_resumed_", {"seen": resumed_seen.seen})
     trainer.accelerator.wait_for_everyone()
     # Every rank has written its files and passed the barrier above. Exit at once: tearing the gloo group
     # down (Trainer.end / destroy_process_group) intermittently hung one rank here at interpreter exit.
