@@ -17,13 +17,15 @@ from .modeling import (
     MMBalanceModel,
     MMBalanceOutput,
 )
-from .methods import GradientModulationCallback, ModulationConfig
+from .methods import BSSCallback, BSSConfig, GradientModulationCallback, ModulationConfig
 from .plotting import plot_training_curves
 from .trainer import BalancingCallback, MultimodalTrainer, build_compute_metrics
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BSSCallback",
+    "BSSConfig",
     "BalancingCallback",
     "DatasetValidationError",
     "GradientModulationCallback",

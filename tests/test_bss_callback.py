@@ -134,3 +134,21 @@ def test_bad_options_get_clear_errors(tmp_path):
             BSSConfig(**options)
     with pytest.raises(ValueError, match="num_train_epochs, not max_steps"):
         train(tmp_path, BSSCallback(), max_steps=5)
+
+
+@pytest.mark.parametrize("recipe", ["bss_heuristic.yaml", "bss_learned.yaml"])
+def test_the_bss_recipes_train_from_the_cli_and_plot_the_curriculum(tmp_path, recipe):
+    from pathlib import Path
+
+    from PIL import Image
+
+    from hf_mmbalance.cli.main import main
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes" / "mfeat"
+    flags = ["--num_train_epochs", "3", "--bss.t_grow", "2", "--views", "fou", "zer", "--output_dir", str(tmp_path),
+             "--eval_strategy", "no", "--logging_steps", "20"]
+    assert main(["train", "--config", str(recipes / recipe), *flags]) == 0
+    log_history = json.loads((tmp_path / "log_history.json").read_text())
+    assert any("bss/epoch" in entry for entry in log_history)
+    assert Image.open(tmp_path / "bss_curriculum.png").size[0] > 500
+    assert "bss" in (tmp_path / "README.md").read_text()

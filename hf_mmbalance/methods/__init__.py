@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .bss import BSSCallback, BSSConfig
 from .modulation import GradientModulationCallback, ModulationConfig
 
 
@@ -17,6 +18,7 @@ class MethodEntry:
 
 METHOD_REGISTRY: dict[str, MethodEntry] = {
     "modulation": MethodEntry(ModulationConfig, GradientModulationCallback),
+    "bss": MethodEntry(BSSConfig, BSSCallback),
 }
 
 
@@ -37,4 +39,12 @@ def build_method_callbacks(sections: dict[str, dict[str, Any]]) -> list:
     return callbacks
 
 
-__all__ = ["METHOD_REGISTRY", "MethodEntry", "build_method_callbacks", "GradientModulationCallback", "ModulationConfig"]
+__all__ = [
+    "METHOD_REGISTRY",
+    "MethodEntry",
+    "build_method_callbacks",
+    "BSSCallback",
+    "BSSConfig",
+    "GradientModulationCallback",
+    "ModulationConfig",
+]
