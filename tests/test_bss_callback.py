@@ -152,3 +152,15 @@ def test_the_bss_recipes_train_from_the_cli_and_plot_the_curriculum(tmp_path, re
     assert any("bss/epoch" in entry for entry in log_history)
     assert Image.open(tmp_path / "bss_curriculum.png").size[0] > 500
     assert "bss" in (tmp_path / "README.md").read_text()
+
+
+def test_heuristic_rescoring_every_k_epochs(tmp_path):
+    callback = BSSCallback(scheduler="heuristic", pacing="linear", lambda0=0.5, t_grow=2, rescore_every=2)
+    trainer, recorder = train(tmp_path, callback, num_train_epochs=5)
+    assert sorted(callback.score_history) == [1, 3, 5]  # scored before epochs 1, 3 and 5
+    once = BSSCallback(scheduler="heuristic", pacing="linear", lambda0=0.5, t_grow=2)
+    train(tmp_path / "once", once, num_train_epochs=5)
+    assert sorted(once.score_history) == [1]  # released behaviour: scored once, before epoch 1
+    logged = [e for e in trainer.state.log_history if "bss/fraction_seen" in e]
+    assert [e["bss/lambda"] for e in logged][0] == pytest.approx(math.ceil(N * 0.75) / N)
+    assert logged[-1]["bss/fraction_seen"] == 1.0

@@ -69,6 +69,8 @@ class BSSCallback(BalancingCallback):
         self._saved_orders: dict[int, list[int]] = {}
         self._total_batch_size = 1
         self._state: TrainerState | None = None  # the Trainer's state, for the step -> curriculum epoch mapping
+        self._seen: set[int] = set()  # samples of the curriculum epochs 1.._seen_through, for `fraction_seen`
+        self._seen_through = 0
 
     # ----- plan -----
     def get_train_sampler(self, train_dataset, args: TrainingArguments) -> CurriculumSampler:
@@ -147,11 +149,13 @@ class BSSCallback(BalancingCallback):
             return {}
         position = min(self._state.global_step * self._total_batch_size, len(self.sampler)) - 1
         epoch = self.sampler.epoch_at(max(position, 0))
-        seen = {i for e in range(1, epoch + 1) for i in self.sampler.orders.get(e, [])}
+        while self._seen_through < epoch and self._seen_through + 1 in self.sampler.orders:
+            self._seen_through += 1  # the set grows epoch by epoch instead of being rebuilt at every log
+            self._seen.update(self.sampler.orders[self._seen_through])
         logs = {
             LOG_PREFIX + "epoch": epoch,
             LOG_PREFIX + "lambda": round(self.sampler.epoch_sizes[epoch - 1] / self.sampler.num_samples, 6),
-            LOG_PREFIX + "fraction_seen": round(len(seen) / self.sampler.num_samples, 6),
+            LOG_PREFIX + "fraction_seen": round(len(self._seen) / self.sampler.num_samples, 6),
         }
         if self.score_history:
             latest = self.score_history[max(self.score_history)]
