@@ -690,6 +690,16 @@ def step_time_ratio(
 # ----------------------------------------------------------------------------------------------------------------------
 # command line
 # ----------------------------------------------------------------------------------------------------------------------
+def method_benchmark_parser(doc: str, default_settings: Sequence[str], timing_repeats: int) -> argparse.ArgumentParser:
+    """The command line every method's benchmark script takes: settings, seeds, and whether to re-time."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--settings", nargs="+", default=list(default_settings), choices=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--skip-timing", action="store_true", help="reuse the timing of the last timed run")
+    parser.add_argument("--timing-repeats", type=int, default=timing_repeats)
+    return parser
+
+
 def smoke() -> None:
     """2 epochs, 1 seed, vanilla on fou+zer (solo probes included) in a temp dir: table, plot and a step-time ratio."""
     settings = dataclasses.replace(ProtocolSettings(), num_train_epochs=2)

@@ -17,7 +17,6 @@ Run: python benchmarks/modulation_benchmark.py [--settings fou+zer all6 ...] [--
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
@@ -134,12 +133,7 @@ def rho_summary(curves_by_setting: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(harness.SEEDS))
-    parser.add_argument("--skip-timing", action="store_true")
-    parser.add_argument("--timing-repeats", type=int, default=7)
-    args = parser.parse_args(argv)
+    args = harness.method_benchmark_parser(__doc__, DEFAULT_SETTINGS, timing_repeats=7).parse_args(argv)
 
     records = []
     for setting in args.settings:

@@ -53,6 +53,12 @@ def _plot(log_history, keys, x_key, y_label, title, output_dir, filename) -> str
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
+    return save_figure(figure, output_dir, filename)
+
+
+def save_figure(figure, output_dir: str, filename: str) -> str:
+    """Lay out, write `output_dir/filename` (PNG, 110 dpi) and close `figure`; returns the path."""
+    os.makedirs(output_dir, exist_ok=True)
     figure.tight_layout()
     path = os.path.join(output_dir, filename)
     figure.savefig(path, dpi=110)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 
-from ...plotting import plt
+from ...plotting import plt, save_figure
 
 FIGURE_NAME = "bss_curriculum.png"
 
@@ -15,7 +14,6 @@ def plot_bss_diagnostics(callback, output_dir: str) -> list[str]:
     sampler = callback.sampler
     if sampler is None:
         return []
-    os.makedirs(output_dir, exist_ok=True)
     figure, (pacing_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
     epochs = list(range(1, len(sampler.epoch_sizes) + 1))
     pacing_axis.plot(epochs, [size / sampler.num_samples for size in sampler.epoch_sizes], marker="o", markersize=3,
@@ -40,11 +38,7 @@ def plot_bss_diagnostics(callback, output_dir: str) -> list[str]:
     score_axis.grid(alpha=0.3)
     if 0 < len(history) <= 10:
         score_axis.legend(fontsize=7)
-    figure.tight_layout()
-    path = os.path.join(output_dir, FIGURE_NAME)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return [path]
+    return [save_figure(figure, output_dir, FIGURE_NAME)]
 
 
 __all__ = ["plot_bss_diagnostics", "FIGURE_NAME"]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-from ...plotting import plt, series
+from ...plotting import plt, save_figure, series
 
 FIGURE_NAME = "disparity_ratios.png"
 # Prefix of the per-modality values `GradientModulationCallback` logs: `modulation/rho_<m>`, `modulation/k_<m>`.
@@ -18,7 +17,6 @@ def plot_disparity_ratios(log_history: Sequence[dict], modality_names: Sequence[
     panels = (("rho", "disparity ratio $\\rho_m$ (Eq. 17)"), ("k", "coefficient $k_m$ (Eq. 18)"))
     if not any(LOG_PREFIX + f"rho_{name}" in entry for entry in log_history for name in modality_names):
         return []
-    os.makedirs(output_dir, exist_ok=True)
     figure, axes = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
     for axis, (quantity, label) in zip(axes, panels):
         for name in modality_names:
@@ -30,11 +28,7 @@ def plot_disparity_ratios(log_history: Sequence[dict], modality_names: Sequence[
     axes[0].legend(fontsize=8, ncol=min(len(modality_names), 6))
     axes[0].set_title("Gradient modulation per modality (mean over each logging window)")
     axes[1].set_xlabel("epoch")
-    figure.tight_layout()
-    path = os.path.join(output_dir, FIGURE_NAME)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return [path]
+    return [save_figure(figure, output_dir, FIGURE_NAME)]
 
 
 __all__ = ["plot_disparity_ratios", "FIGURE_NAME"]
