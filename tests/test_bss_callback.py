@@ -164,3 +164,15 @@ def test_heuristic_rescoring_every_k_epochs(tmp_path):
     logged = [e for e in trainer.state.log_history if "bss/fraction_seen" in e]
     assert [e["bss/lambda"] for e in logged][0] == pytest.approx(math.ceil(N * 0.75) / N)
     assert logged[-1]["bss/fraction_seen"] == 1.0
+
+
+def test_epoch_strategies_act_at_every_curriculum_epoch(tmp_path):
+    callback = BSSCallback(scheduler="learned")
+    recorder = BatchRecorder()
+    trainer = MultimodalTrainer(model=make_model(), args=make_args(tmp_path, num_train_epochs=3, eval_strategy="epoch",
+                                                                   save_strategy="epoch"),
+                                train_dataset=TRAIN, eval_dataset=DATA["validation"], callbacks=[callback, recorder])
+    trainer.train()
+    evaluated = [e["step"] for e in trainer.state.log_history if "eval_accuracy" in e]
+    assert evaluated == [math.ceil(N * e / 10) for e in (1, 2, 3)]  # the step holding each epoch's last sample
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == sorted(f"checkpoint-{s}" for s in evaluated)

@@ -164,6 +164,16 @@ class BSSCallback(BalancingCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self._state = state
+        if self.sampler is None:
+            return
+        # The Trainer sees one pass, so its "epoch" strategies would act once, at the end: act at the end of every
+        # curriculum epoch instead. The last one is left to the Trainer's own end-of-pass handling.
+        completed = self.sampler.epochs_completed(state.global_step * self._total_batch_size)
+        previous = self.sampler.epochs_completed((state.global_step - 1) * self._total_batch_size)
+        if previous < completed < len(self.sampler.epoch_sizes):
+            control.should_log = control.should_log or args.logging_strategy == "epoch"
+            control.should_evaluate = control.should_evaluate or args.eval_strategy == "epoch"
+            control.should_save = control.should_save or args.save_strategy == "epoch"
 
     def plot_diagnostics(self, log_history: list[dict], output_dir: str) -> list[str]:
         return plot_bss_diagnostics(self, output_dir)

@@ -59,6 +59,10 @@ class CurriculumSampler(Sampler[int]):
         # The Trainer only ever runs pass 0; the curriculum epochs live inside it.
         self.pass_index = epoch
 
+    def epochs_completed(self, samples_consumed: int) -> int:
+        """How many curriculum epochs lie wholly within the first `samples_consumed` samples of the pass."""
+        return bisect.bisect_right(self._ends, samples_consumed)
+
     def epoch_at(self, position: int) -> int:
         """The curriculum epoch (1-based) of the `position`-th sample of the pass (0-based)."""
         return min(bisect.bisect_right(self._ends, position) + 1, len(self.epoch_sizes))
