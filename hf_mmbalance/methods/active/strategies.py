@@ -1,0 +1,100 @@
+"""Acquisition strategies behind one interface: score the unlabeled pool once, pick `budget` of it.
+
+`pool_outputs` runs the model over the unlabeled rows (inference only; under DDP each rank takes a contiguous
+shard and the shards are gathered, so every rank holds the same outputs); `select` turns them into the pool
+positions to label: random, entropy (highest first), BADGE (k-means++ on p − onehot(ŷ) ⊗ [z_1; …; z_M]) and
+BMMAL (the same with each z_m weighted by w_m from the per-sample Shapley contributions, Eq. 9-14).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .embeddings import gradient_embedding_factors
+from .selection import entropy_scores, kmeans_plus_plus, random_indices, top_k_indices
+from .shapley import fused_value_fn, modality_contributions, modality_weights, shapley_values, subset_values
+
+ATTENTION_MASK_SUFFIX = "_attention_mask"
+
+
+def pool_outputs(model, dataset, batch_size: int) -> dict[str, Any]:
+    """Fused probabilities `(n, K)` and features `{m: (n, d_m)}` of every row of `dataset`, in order."""
+    shard = _rank_shard(len(dataset))
+    was_training = model.training
+    model.eval()
+    names = model.config.modality_names
+    columns = [c for c in dataset.column_names if c in names or (c.endswith(ATTENTION_MASK_SUFFIX) and c[: -len(ATTENTION_MASK_SUFFIX)] in names)]
+    rows = dataset.select(range(shard.start, shard.stop)).select_columns(columns).with_format("torch")
+    probabilities, features = [], {name: [] for name in names}
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                batch = {k: v.to(model.device) for k, v in rows[start : start + batch_size].items()}
+                outputs = model(**batch)
+                probabilities.append(torch.softmax(outputs.logits.float(), dim=-1).cpu())
+                for name in names:
+                    features[name].append(outputs.features[name].float().cpu())
+    finally:
+        model.train(was_training)
+    local = {
+        "probabilities": torch.cat(probabilities) if probabilities else torch.empty(0, model.config.num_labels),
+        "features": {name: torch.cat(parts) if parts else torch.empty(0) for name, parts in features.items()},
+    }
+    return _gather_shards(local)
+
+
+def modality_shapley_contributions(model, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Phi `(n, M)`: |phi_m| / sum_j |phi_j| of the exact per-sample Shapley values (Eq. 9-10), computed on the
+    cached features through the fusion only, V = fused probability of the pseudo-label."""
+    names = list(features)
+    value_fn = fused_value_fn(model.fusion, features)
+    phi = shapley_values(subset_values(value_fn, len(names)), len(names))
+    return modality_contributions(phi)
+
+
+def select(strategy: str, model, outputs: dict[str, Any], budget: int, generator: torch.Generator) -> tuple[list[int], dict | None]:
+    """Positions (into the scored rows) to acquire, and the mean Phi per modality (bmmal) for the round report."""
+    probabilities, features = outputs["probabilities"], outputs["features"]
+    pool_size = probabilities.shape[0]
+    if budget > pool_size:
+        raise ValueError(f"budget {budget} is larger than the unlabeled pool ({pool_size} rows)")
+    if strategy == "random":
+        return [int(i) for i in random_indices(pool_size, budget, generator)], None
+    if strategy == "entropy":
+        return [int(i) for i in top_k_indices(entropy_scores(probabilities), budget)], None
+    weights, mean_phi = None, None
+    if strategy == "bmmal":
+        contributions = modality_shapley_contributions(model, features)
+        weights = modality_weights(contributions)
+        mean_phi = dict(zip(features, contributions.mean(dim=0).tolist()))
+    a, u = gradient_embedding_factors(probabilities, list(features.values()), weights)
+    return [int(i) for i in kmeans_plus_plus(a, u, budget, generator)], mean_phi
+
+
+def _rank_shard(size: int) -> range:
+    if not _distributed():
+        return range(size)
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    per_rank = -(-size // world)
+    return range(min(rank * per_rank, size), min((rank + 1) * per_rank, size))
+
+
+def _gather_shards(local: dict[str, Any]) -> dict[str, Any]:
+    if not _distributed():
+        return local
+    shards = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(shards, local)  # rank order = pool order (contiguous shards)
+    shards = [s for s in shards if s["probabilities"].shape[0]]
+    return {
+        "probabilities": torch.cat([s["probabilities"] for s in shards]),
+        "features": {name: torch.cat([s["features"][name] for s in shards]) for name in shards[0]["features"]},
+    }
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
+__all__ = ["pool_outputs", "select", "modality_shapley_contributions"]
