@@ -130,3 +130,14 @@ def test_bss_resumed_mid_pass_under_two_processes_continues_the_same_order_and_w
         resumed_params = load_file(two / f"bss_resumed_params_rank{rank}.safetensors")
         for name in full_params:
             torch.testing.assert_close(resumed_params[name], full_params[name], atol=1e-6, rtol=1e-5)
+
+
+def test_active_learning_selects_identical_rows_on_both_ranks(runs):
+    two, one = runs
+    rank0 = json.loads((two / "active_rank0.json").read_text())
+    rank1 = json.loads((two / "active_rank1.json").read_text())
+    assert rank0 == rank1 and len(rank0["acquired"]) == 3
+    acquired = [i for round_ in rank0["acquired"] for i in round_]
+    assert len(acquired) == len(set(acquired)) == 24
+    state = json.loads((two / "active" / "active_learning_state.json").read_text())
+    assert [r["acquired"] for r in state["rounds"]] == rank0["acquired"]

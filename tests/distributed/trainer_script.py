@@ -4,7 +4,8 @@ Trains a small model with MultimodalTrainer and a test-only BalancingCallback, t
 parameters (safetensors), the logged loss curve and the sample ids it saw (JSON) into OUT_DIR. Then the same for
 each balancing method (one launch covers them all: starting 2 processes costs ~7 s): gradient modulation with GE
 noise and 2 accumulation micro-batches per step; the BSS learned curriculum, uninterrupted and resumed from a
-mid-pass checkpoint (the custom-sampler resume that accelerate gets wrong without `set_sampler`).
+mid-pass checkpoint (the custom-sampler resume that accelerate gets wrong without `set_sampler`); and 3 rounds of
+BMMAL active learning (pool scoring split across ranks, selection on rank 0 and broadcast).
 """
 
 import json
@@ -23,6 +24,7 @@ from hf_mmbalance import (
     MultimodalTrainer,
     make_synthetic_classification,
 )
+from hf_mmbalance.methods.active import ActiveLearningConfig, run_active_learning
 from hf_mmbalance.methods.bss import BSSCallback
 
 
@@ -143,6 +145,14 @@ def main(out_dir: str, per_device_batch: int) -> None:
                                 train_dataset=data["train"], callbacks=[BSSCallback(**bss_options), resumed_seen])
     trainer.train(resume_from_checkpoint=os.path.join(out_dir, "bss_cut", "checkpoint-9"))
     save_run(trainer, out_dir, "bss_resumed_", {"seen": resumed_seen.seen})
+
+    config = ActiveLearningConfig(strategy="bmmal", budget_per_round=8, max_rounds=3, seed=0)
+    result = run_active_learning(make_model, data["train"], make_args(out_dir, "active", per_device_batch), config,
+                                 eval_dataset=data["validation"])
+    rank = trainer.args.process_index
+    with open(os.path.join(out_dir, f"active_rank{rank}.json"), "w") as handle:
+        json.dump({"acquired": [r.acquired for r in result.state.rounds],
+                   "phi": [r.mean_contributions for r in result.state.rounds]}, handle)
     trainer.accelerator.wait_for_everyone()
     # Every rank has written its files and passed the barrier above. Exit at once: tearing the gloo group
     # down (Trainer.end / destroy_process_group) intermittently hung one rank here at interpreter exit.
