@@ -53,8 +53,9 @@ def _squared_norms(a: torch.Tensor, u: torch.Tensor, dtype: torch.dtype, chunk_s
     """‖a_i‖²‖u_i‖² = ‖g_i‖², computed chunk by chunk in `dtype`."""
     out = torch.empty(a.shape[0], dtype=dtype, device=a.device)
     for rows in _chunks(a.shape[0], chunk_size):
-        ac, uc = a[rows].to(dtype), u[rows].to(dtype)
-        out[rows] = (ac * ac).sum(1) * (uc * uc).sum(1)
+        # vector_norm reduces row by row: no (N, K) / (N, D) temporary of squares
+        a_sq = torch.linalg.vector_norm(a[rows].to(dtype), dim=1).square_()
+        out[rows] = a_sq.mul_(torch.linalg.vector_norm(u[rows].to(dtype), dim=1).square_())
     return out
 
 
@@ -190,7 +191,7 @@ def materialized_kmeans_plus_plus(
     _check_factors(a, u)
     dtype = _compute_dtype(a, float64)
     g = (a.to(dtype)[:, :, None] * u.to(dtype)[:, None, :]).reshape(a.shape[0], -1)
-    sq_norms = (g * g).sum(1)
+    sq_norms = torch.linalg.vector_norm(g, dim=1).square_()
 
     def distance_to(c: int) -> torch.Tensor:
         centre = g[c]
