@@ -109,3 +109,35 @@ def test_bad_pools_and_budgets_are_named(tmp_path):
         run_active_learning(make_model, POOL, make_args(tmp_path), ActiveLearningConfig(budget_per_round=500))
     with pytest.raises(ValueError, match="strategy='coreset"):
         ActiveLearningConfig(strategy="coreset")
+
+
+def test_continue_mode_trains_each_round_from_the_previous_one_also_after_a_resume(tmp_path):
+    config = ActiveLearningConfig(strategy="entropy", budget_per_round=10, max_rounds=2, retrain="continue", seed=1)
+    first = run_active_learning(make_model, POOL, make_args(tmp_path), config, eval_dataset=DATA["validation"])
+    from safetensors.torch import load_file
+
+    round1 = load_file(tmp_path / "round-1" / "model.safetensors")
+    fresh = make_model().state_dict()
+    assert any(not torch.equal(round1[k], fresh[k]) for k in round1)
+    # one more round on resume: round 3 must start from round 2's saved weights, not from the initial ones
+    config = ActiveLearningConfig(strategy="entropy", budget_per_round=10, max_rounds=3, retrain="continue", seed=1)
+    resumed = run_active_learning(make_model, POOL, make_args(tmp_path), config, eval_dataset=DATA["validation"])
+    assert [r.round for r in resumed.state.rounds] == [1, 2, 3]
+    assert [r.acquired for r in resumed.state.rounds[:2]] == [r.acquired for r in first.state.rounds]
+
+
+def test_the_active_command_runs_the_recipe_and_writes_its_report(tmp_path, capsys):
+    from pathlib import Path
+
+    from PIL import Image
+
+    from hf_mmbalance.cli.main import main
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "mfeat" / "bmmal.yaml"
+    flags = ["--active.total_budget", "40", "--num_train_epochs", "2", "--views", "fou", "zer", "--output_dir", str(tmp_path)]
+    assert main(["active", "--config", str(recipe), *flags]) == 0
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert state["labels_used"] == 40 and len(state["rounds"]) == 2
+    assert Image.open(tmp_path / "learning_curves.png").size[0] > 300 and (tmp_path / "contributions.png").is_file()
+    assert "Phi fou" in capsys.readouterr().out
+    assert main(["active", "--config", str(recipe), "--active.strategy", "coreset", "--output_dir", str(tmp_path / "x")]) == 2
