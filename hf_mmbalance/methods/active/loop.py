@@ -20,6 +20,7 @@ import torch
 from transformers import TrainingArguments
 
 from ...trainer import MultimodalTrainer
+from ...trainer.distributed import barrier, broadcast_from_main, is_main_process
 from .config import ActiveLearningConfig
 from .state import ActiveLearningState, RoundRecord
 from .strategies import pool_outputs, select
@@ -88,8 +89,8 @@ def run_active_learning(
         budget = min(config.budget_per_round, len(unlabeled), _remaining_budget(state, config, len(pool)))
         outputs = pool_outputs(model, pool.select(unlabeled), config.scoring_batch_size)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + record.round)
-        positions, mean_phi = select(config.strategy, model, outputs, budget, generator) if _is_main() else (None, None)
-        positions, mean_phi = _broadcast((positions, mean_phi))
+        positions, mean_phi = select(config.strategy, model, outputs, budget, generator) if is_main_process() else (None, None)
+        positions, mean_phi = broadcast_from_main((positions, mean_phi))
         _acquire(state, record.round + 1, [unlabeled[p] for p in positions], pool, oracle, output_dir, mean_phi)
 
 
@@ -108,8 +109,8 @@ def _random_first_round(pool_size: int, config: ActiveLearningConfig) -> list[in
 
 
 def _acquire(state, round_index, indices, pool, oracle, output_dir, mean_phi) -> None:
-    labels = [int(y) for y in oracle(pool, indices)] if _is_main() else None
-    labels = _broadcast(labels)
+    labels = [int(y) for y in oracle(pool, indices)] if is_main_process() else None
+    labels = broadcast_from_main(labels)
     if len(labels) != len(indices):
         raise ValueError(f"the oracle returned {len(labels)} labels for {len(indices)} rows")
     state.rounds.append(RoundRecord(round=round_index, acquired=list(indices), labels=labels, mean_contributions=mean_phi))
@@ -156,26 +157,9 @@ def _remaining_budget(state, config, pool_size) -> int:
 
 
 def _save(state, output_dir) -> None:
-    if _is_main():
+    if is_main_process():
         state.save(output_dir)
-    if _distributed():
-        torch.distributed.barrier()
-
-
-def _is_main() -> bool:
-    return not _distributed() or torch.distributed.get_rank() == 0
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-
-
-def _broadcast(value):
-    if not _distributed():
-        return value
-    holder = [value]
-    torch.distributed.broadcast_object_list(holder, src=0)
-    return holder[0]
+    barrier()  # no rank trains before the round is on disk
 
 
 __all__ = ["run_active_learning", "ActiveLearningResult", "hidden_label_oracle"]

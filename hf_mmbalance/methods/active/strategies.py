@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ...trainer.distributed import gather_from_ranks, is_distributed
 from .embeddings import gradient_embedding_factors
 from .selection import entropy_scores, kmeans_plus_plus, random_indices, top_k_indices
 from .shapley import fused_value_fn, modality_contributions, modality_weights, shapley_values, subset_values
@@ -74,7 +75,8 @@ def select(strategy: str, model, outputs: dict[str, Any], budget: int, generator
 
 
 def _rank_shard(size: int) -> range:
-    if not _distributed():
+    """This rank's contiguous share of `size` rows (all of them in a single process)."""
+    if not is_distributed():
         return range(size)
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     per_rank = -(-size // world)
@@ -82,19 +84,14 @@ def _rank_shard(size: int) -> range:
 
 
 def _gather_shards(local: dict[str, Any]) -> dict[str, Any]:
-    if not _distributed():
+    """Every rank's scored shard, concatenated in rank order (= pool order: the shards are contiguous)."""
+    if not is_distributed():
         return local
-    shards = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(shards, local)  # rank order = pool order (contiguous shards)
-    shards = [s for s in shards if s["probabilities"].shape[0]]
+    shards = [s for s in gather_from_ranks(local) if s["probabilities"].shape[0]]
     return {
         "probabilities": torch.cat([s["probabilities"] for s in shards]),
         "features": {name: torch.cat([s["features"][name] for s in shards]) for name in shards[0]["features"]},
     }
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 __all__ = ["pool_outputs", "select", "modality_shapley_contributions"]

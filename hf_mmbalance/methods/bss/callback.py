@@ -24,6 +24,7 @@ import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from ...trainer.callbacks import BalancingCallback
+from ...trainer.distributed import broadcast_from_main, is_main_process
 from .config import BSSConfig
 from .diagnostics import plot_bss_diagnostics
 from .measurer import measure, min_max_normalize
@@ -102,9 +103,9 @@ class BSSCallback(BalancingCallback):
     # ----- orders, built when the loader reaches an epoch -----
     def _build_order(self, epoch: int) -> list[int]:
         order = None
-        if _is_main_process():
+        if is_main_process():  # scored and drawn once, then the same order on every rank
             order = self._learned_order(epoch) if self.config.scheduler == "learned" else self._heuristic_order(epoch)
-        return _broadcast_order(order, self.sampler.epoch_sizes[epoch - 1])
+        return broadcast_from_main(order)
 
     def _heuristic_order(self, epoch: int) -> list[int]:
         every = self.config.rescore_every
@@ -202,21 +203,6 @@ class BSSCallback(BalancingCallback):
         self._sorted_order = state["sorted_order"]
         self._accumulated = {k: torch.tensor(v) for k, v in state["accumulated"].items()} or None
         self.score_history = {int(k): v for k, v in state["score_history"].items()}
-
-
-def _is_main_process() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
-
-
-def _broadcast_order(order: list[int] | None, size: int) -> list[int]:
-    """Rank 0's order on every rank (the order steers the update: it must be identical everywhere)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
-        return order
-    backend = torch.distributed.get_backend()
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    buffer = torch.tensor(order, dtype=torch.long, device=device) if order is not None else torch.empty(size, dtype=torch.long, device=device)
-    torch.distributed.broadcast(buffer, src=0)
-    return buffer.tolist()
 
 
 __all__ = ["BSSCallback", "STATE_FILE"]

@@ -25,6 +25,7 @@ import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from ...trainer.callbacks import BalancingCallback
+from ...trainer.distributed import sum_over_ranks
 from .config import ModulationConfig
 from .diagnostics import LOG_PREFIX, plot_disparity_ratios
 from .disparity import disparity_ratios, modality_scores, modulation_coefficients
@@ -96,7 +97,7 @@ class GradientModulationCallback(BalancingCallback):
                 "GradientModulationCallback saw no batch outputs before this optimizer step: train with "
                 "hf_mmbalance.MultimodalTrainer, which hands each batch's modality_logits to the callbacks"
             )
-        scores = _sum_over_ranks(self._step_scores)
+        scores = sum_over_ranks(self._step_scores)  # METHODS.md §3: reduce before the ratio
         self._step_scores = None
         ratios = disparity_ratios(scores, self.config.mode)
         coefficients = modulation_coefficients(ratios, self.config.alpha)
@@ -185,14 +186,6 @@ class GradientModulationCallback(BalancingCallback):
         self.modality_names = state["modality_names"]
         self.last_ratios = state["last_ratios"]
         self.last_coefficients = state["last_coefficients"]
-
-
-def _sum_over_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """All-reduce (sum) the step's scores so every rank computes the same ratios (METHODS.md §3)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        scores = scores.clone()
-        torch.distributed.all_reduce(scores, op=torch.distributed.ReduceOp.SUM)
-    return scores
 
 
 __all__ = ["GradientModulationCallback", "STATE_FILE"]
