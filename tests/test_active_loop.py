@@ -141,3 +141,31 @@ def test_the_active_command_runs_the_recipe_and_writes_its_report(tmp_path, caps
     assert Image.open(tmp_path / "learning_curves.png").size[0] > 300 and (tmp_path / "contributions.png").is_file()
     assert "Phi fou" in capsys.readouterr().out
     assert main(["active", "--config", str(recipe), "--active.strategy", "coreset", "--output_dir", str(tmp_path / "x")]) == 2
+
+
+def test_a_target_metric_stops_the_loop(tmp_path):
+    config = ActiveLearningConfig(strategy="random", budget_per_round=10, target_metric="eval_accuracy", target_value=0.0)
+    result = run_active_learning(make_model, POOL, make_args(tmp_path), config, eval_dataset=DATA["validation"])
+    assert len(result.state.rounds) == 1 and result.state.rounds[0].metrics["eval_accuracy"] >= 0.0
+
+
+def test_every_round_is_pushed_to_the_hub_with_its_card(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from hub_server import LocalHubServer
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "mfeat" / "bmmal.yaml"
+    with LocalHubServer(tmp_path / "store") as hub:
+        command = [sys.executable, "-m", "hf_mmbalance.cli.main", "active", "--config", str(recipe), "--output_dir",
+                   str(tmp_path / "run"), "--active.total_budget", "40", "--num_train_epochs", "1", "--views", "fou", "zer",
+                   "--push_to_hub", "true", "--hub_model_id", "user/al-demo"]
+        result = subprocess.run(command, env=hub.client_env(tmp_path / "hf_home"), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-4000:]
+        stored = hub.files("user/al-demo")
+        assert {"config.json", "model.safetensors", "README.md"} <= set(stored), stored
+        last_round = tmp_path / "run" / "round-2" / "model.safetensors"
+        assert hub.read("user/al-demo", "model.safetensors") == last_round.read_bytes()
+        assert "active learning round 2 (40 labels)" in hub.read("user/al-demo", "README.md").decode()

@@ -129,8 +129,12 @@ def _train_round(model, pool, state, round_index, training_args, eval_dataset, m
     trainer.train()
     metrics = {k: float(v) for k, v in trainer.evaluate().items()} if eval_dataset is not None else {}
     metrics["labels_used"] = float(len(indices))
-    trainer.save_model(args.output_dir)
-    trainer.create_model_card(dataset=f"active learning round {round_index} ({len(indices)} labels)")
+    description = f"active learning round {round_index} ({len(indices)} labels)"
+    if args.push_to_hub:  # saves, writes the card and uploads the round's folder (one commit per round)
+        trainer.push_to_hub(commit_message=description, dataset=description)
+    else:
+        trainer.save_model(args.output_dir)
+        trainer.create_model_card(dataset=description)
     return trainer.model, metrics
 
 
