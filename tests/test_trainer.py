@@ -200,3 +200,21 @@ def test_a_plain_transformers_trainer_trains_the_model_as_the_readme_says(tmp_pa
     assert trainer.train().training_loss > 0
     predictions = trainer.predict(DATA["test"].with_format("torch"))
     assert predictions.predictions.shape == (len(DATA["test"]), 3)  # fused logits only (keys_to_ignore_at_inference)
+
+
+class LossReplacer(BalancingCallback):
+    """Trains the fused head only, on twice its loss: a stand-in for ULGM's own loss."""
+
+    def training_loss(self, args, state, *, model, inputs, outputs):
+        return 2.0 * outputs.loss_terms["fused"]
+
+
+def test_a_callback_can_replace_the_training_loss_and_others_still_add_terms(tmp_path):
+    trainer = MultimodalTrainer(model=make_model(), args=make_args(tmp_path / "r"), train_dataset=DATA["train"],
+                                callbacks=[LossReplacer(), Recorder(constant=1.0)])
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry and "loss_fused" in entry]
+    assert all(entry["loss"] == pytest.approx(2.0 * entry["loss_fused"] + 1.0, rel=1e-4) for entry in logged)
+    with pytest.raises(ValueError, match="several callbacks replace the training loss"):
+        MultimodalTrainer(model=make_model(), args=make_args(tmp_path / "two"), train_dataset=DATA["train"],
+                          callbacks=[LossReplacer(), type("Other", (LossReplacer,), {})()]).train()

@@ -38,6 +38,20 @@ class BalancingCallback(TrainerCallback):
         """
         return None
 
+    def training_loss(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        *,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        outputs: Any,
+    ) -> torch.Tensor | None:
+        """Return a scalar to train on INSTEAD of `outputs.loss` (e.g. ULGM's loss on generated unimodal labels), or
+        None to keep the model's loss. At most one callback may replace the loss; the terms that
+        `on_train_batch_outputs` returns are added to whichever loss is used."""
+        return None
+
     def get_train_sampler(self, train_dataset: Any, args: TrainingArguments) -> Sampler | None:
         """Return a sampler to order the training set (it must yield the same order on every rank; accelerate
         shards it), or None to keep the Trainer's. At most one callback may provide one."""

@@ -149,14 +149,25 @@ class MultimodalTrainer(Trainer):
             raise ValueError("the batch has no 'labels': MultimodalTrainer trains on labelled data only")
         loss = outputs.loss
         if model.training:
+            unwrapped = self.accelerator.unwrap_model(model)
+            loss = self._replaced_loss(unwrapped, inputs, outputs)
             for callback in self.balancing_callbacks:
-                extra = callback.on_train_batch_outputs(
-                    self.args, self.state, model=self.accelerator.unwrap_model(model), inputs=inputs, outputs=outputs
-                )
+                extra = callback.on_train_batch_outputs(self.args, self.state, model=unwrapped, inputs=inputs, outputs=outputs)
                 if extra is not None:
                     loss = loss + extra
             self._accumulate_loss_terms(outputs.loss_terms)
         return (loss, outputs) if return_outputs else loss
+
+    def _replaced_loss(self, model, inputs, outputs) -> torch.Tensor:
+        replacements = [
+            (callback, callback.training_loss(self.args, self.state, model=model, inputs=inputs, outputs=outputs))
+            for callback in self.balancing_callbacks
+        ]
+        replacements = [(callback, loss) for callback, loss in replacements if loss is not None]
+        if len(replacements) > 1:
+            names = [type(callback).__name__ for callback, _ in replacements]
+            raise ValueError(f"several callbacks replace the training loss ({names}); only one may")
+        return replacements[0][1] if replacements else outputs.loss
 
     def _accumulate_loss_terms(self, loss_terms: dict[str, torch.Tensor] | None) -> None:
         if not loss_terms:
