@@ -13,7 +13,7 @@ from typing import Any
 from transformers import PreTrainedConfig
 
 TASKS = ("classification", "regression")
-FUSIONS = ("concat", "sum", "gated", "amw", "afw")
+FUSIONS = ("concat", "sum", "gated", "amw", "afw", "mrm")
 # Loss terms a fusion adds besides `fused` and the unimodal heads' terms: Ada2I's L_modal (Eq. 13) on Z^{m-adapt}
 # and L_feature (Eq. 12). Without `loss_weights` each is added with weight 1 (Ada2I Eq. 14).
 AUXILIARY_LOSS_TERMS: dict[str, tuple[str, ...]] = {"amw": ("modal",), "afw": ("modal", "feature")}
@@ -107,6 +107,13 @@ class MMBalanceConfig(PreTrainedConfig):
         amw_scale (`float`): factor s > 0 on the AMW cosines (Ada2I Eq. 8; 1 = the equation as printed,
             larger values sharpen the softmax of L_modal as in MMCosine).
         regression_loss (`str`): `l1` (SUGRM) or `mse`.
+        mrm_reduction (`int`): `fusion="mrm"` (SUGRM §3.2.1) recalibrates every modality's INPUT with a
+            squeeze-and-excitation across modalities, then concatenates the encoder features; the joint
+            bottleneck has sum_s d_s // mrm_reduction units.
+        common_space_size (`int`, *optional*): d_c of the SUGRM layout (§3.2.1-3.2.2): the fused features and each
+            modality's feature are projected into a common space, F*_m = ReLU(W [fused] + b) and
+            F*_s = ReLU(W_s z_s + b_s), and the fused / unimodal heads act there (ULGM measures distances in it).
+            `None`: the heads act on the fusion's output and the features directly.
     """
 
     model_type = "mmbalance"
@@ -118,6 +125,8 @@ class MMBalanceConfig(PreTrainedConfig):
         "unimodal_logits",
         "features",
         "fused_features",
+        "projected_fused_features",
+        "projected_features",
         "loss_terms",
     ]
 
@@ -131,6 +140,8 @@ class MMBalanceConfig(PreTrainedConfig):
     afw_beta: float = 0.5
     amw_scale: float = 1.0
     regression_loss: str = "l1"
+    mrm_reduction: int = 4
+    common_space_size: int | None = None
     # JSON configs are written with sorted keys, which would lose the order of `modalities`; the order
     # is saved here too and restored on load.
     modality_order: list | None = None
@@ -151,6 +162,7 @@ class MMBalanceConfig(PreTrainedConfig):
                 "over classes; use fusion='concat', 'sum' or 'gated' for regression"
             )
         self._check_ada2i_fields()
+        self._check_sugrm_fields()
         terms = ["fused", *self.auxiliary_loss_terms]
         reserved = [name for name in self.modalities if name in terms]
         if reserved:
@@ -195,6 +207,20 @@ class MMBalanceConfig(PreTrainedConfig):
         scale = self.amw_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
             raise MMBalanceConfigError(f"amw_scale must be a positive finite number, got {scale!r}")
+
+    def _check_sugrm_fields(self) -> None:
+        reduction = self.mrm_reduction
+        if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+            raise MMBalanceConfigError(f"mrm_reduction must be a positive int, got {reduction!r}")
+        size = self.common_space_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise MMBalanceConfigError(f"common_space_size must be None or a positive int (d_c), got {size!r}")
+        if self.fusion == "mrm":
+            backbones = [name for name, settings in self.modalities.items() if settings["encoder"] == "auto"]
+            if backbones:
+                raise MMBalanceConfigError(
+                    f"fusion='mrm' recalibrates feature inputs of a known size; modalities {backbones} use encoder='auto'"
+                )
 
     def _check_loss_weights(self) -> None:
         # A modality may itself be named `modal` or `feature` (then the key weights its unimodal head).

@@ -72,6 +72,7 @@ class ConcatFusion(nn.Module):
         super().__init__()
         self.names = list(feature_sizes)
         self.sizes = [feature_sizes[name] for name in self.names]
+        self.fused_size = sum(self.sizes)  # size of `fused_features`
         self.classifier = nn.Linear(sum(self.sizes), num_outputs)
 
     def forward(self, features: dict[str, torch.Tensor]) -> FusionOutput:
@@ -91,6 +92,7 @@ class SumFusion(nn.Module):
 
     def __init__(self, feature_sizes: dict[str, int], num_outputs: int):
         super().__init__()
+        self.fused_size = sum(feature_sizes.values())  # `fused_features` is the concatenation
         self.heads = nn.ModuleDict({name: nn.Linear(size, num_outputs) for name, size in feature_sizes.items()})
 
     def forward(self, features: dict[str, torch.Tensor]) -> FusionOutput:
@@ -113,6 +115,7 @@ class GatedFusion(nn.Module):
         super().__init__()
         self.names = list(feature_sizes)
         hidden_size = hidden_size or max(feature_sizes.values())
+        self.fused_size = hidden_size
         self.projections = nn.ModuleDict({name: nn.Linear(size, hidden_size) for name, size in feature_sizes.items()})
         self.gate = nn.Linear(sum(feature_sizes.values()), hidden_size * len(self.names))
         self.classifier = nn.Linear(hidden_size, num_outputs)
@@ -145,6 +148,7 @@ class AMWFusion(nn.Module):
 
     def __init__(self, feature_sizes: dict[str, int], num_outputs: int, hidden_size: int | None, scale: float):
         super().__init__()
+        self.fused_size = num_outputs  # `fused_features` is Z^{m-adapt}
         self.names = list(feature_sizes)
         self.sizes = [feature_sizes[name] for name in self.names]
         self.modality_weights = nn.Linear(sum(self.sizes), num_outputs)
@@ -267,6 +271,7 @@ class AFWFusion(nn.Module):
         super().__init__()
         self.feature_weighting = AdaptiveFeatureWeighting(feature_sizes, rank, beta)
         self.modality_weighting = AMWFusion(feature_sizes, num_outputs, hidden_size, scale)
+        self.fused_size = num_outputs
 
     def forward(self, features: dict[str, torch.Tensor]) -> FusionOutput:
         weighting = self.feature_weighting(features)
@@ -285,7 +290,7 @@ def build_fusion(
     amw_scale: float = 1.0,
 ) -> nn.Module:
     """The fusion named `kind`; `afw_*` / `amw_*` are used by the Ada2I fusions only."""
-    if kind == "concat":
+    if kind in ("concat", "mrm"):  # mrm recalibrates the inputs (model side), then concatenates (SUGRM §3.2.1)
         return ConcatFusion(feature_sizes, num_outputs)
     if kind == "sum":
         return SumFusion(feature_sizes, num_outputs)
@@ -295,4 +300,4 @@ def build_fusion(
         return AMWFusion(feature_sizes, num_outputs, hidden_size, amw_scale)
     if kind == "afw":
         return AFWFusion(feature_sizes, num_outputs, hidden_size, afw_rank, afw_beta, amw_scale)
-    raise ValueError(f"fusion={kind!r} is unknown; expected 'concat', 'sum', 'gated', 'amw' or 'afw'")
+    raise ValueError(f"fusion={kind!r} is unknown; expected 'concat', 'sum', 'gated', 'amw', 'afw' or 'mrm'")

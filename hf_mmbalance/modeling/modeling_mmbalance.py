@@ -17,6 +17,7 @@ from transformers.utils import ModelOutput
 from .configuration_mmbalance import MMBalanceConfig
 from .encoders import build_encoder
 from .fusion import build_fusion
+from .recalibration import ModalityRecalibration
 
 ATTENTION_MASK_SUFFIX = "_attention_mask"
 
@@ -35,6 +36,8 @@ class MMBalanceOutput(ModelOutput):
         unimodal_logits: the unimodal heads' predictions, by modality name (empty without unimodal heads).
         features: each modality's encoder feature z_m, `(batch, feature_size_m)`, by modality name.
         fused_features: the input of the fused head (Z^{m-adapt} for `fusion="amw"`/`"afw"`).
+        projected_fused_features: F*_m, the fused features in the common space (with `common_space_size`, SUGRM).
+        projected_features: F*_s, each modality's feature in the common space (with `common_space_size`).
         loss_terms: each unweighted loss term (`fused`, one per unimodal head, and the fusion's Ada2I terms
             `modal` = task loss on Z^{m-adapt}, Eq. 13, and `feature` = L_feature, Eq. 12), detached from
             nothing: methods that reweight terms (ULGM) read them here.
@@ -47,6 +50,8 @@ class MMBalanceOutput(ModelOutput):
     unimodal_logits: dict[str, torch.Tensor] | None = None
     features: dict[str, torch.Tensor] | None = None
     fused_features: torch.Tensor | None = None
+    projected_fused_features: torch.Tensor | None = None
+    projected_features: dict[str, torch.Tensor] | None = None
     loss_terms: dict[str, torch.Tensor] | None = None
 
 
@@ -102,8 +107,23 @@ class MMBalanceModel(MMBalancePreTrainedModel):
             afw_beta=config.afw_beta,
             amw_scale=config.amw_scale,
         )
+        self.recalibration = (
+            ModalityRecalibration({n: s["input_size"] for n, s in config.modalities.items()}, config.mrm_reduction)
+            if config.fusion == "mrm"
+            else None
+        )
+        head_sizes = dict(feature_sizes)
+        self.common_projections = self.fused_head = None
+        if config.common_space_size:
+            # SUGRM §3.2.1-3.2.2: F*_m = ReLU(W_1^m [fused] + b), F*_s = ReLU(W_1^s F_s + b); heads act on them.
+            size = config.common_space_size
+            self.common_projections = nn.ModuleDict(
+                {"fused": nn.Linear(self.fusion.fused_size, size), **{name: nn.Linear(d, size) for name, d in feature_sizes.items()}}
+            )
+            self.fused_head = nn.Linear(size, config.num_labels)
+            head_sizes = {name: size for name in feature_sizes}
         self.unimodal_heads = nn.ModuleDict(
-            {name: nn.Linear(size, config.num_labels) for name, size in feature_sizes.items()}
+            {name: nn.Linear(size, config.num_labels) for name, size in head_sizes.items()}
             if config.unimodal_heads
             else {}
         )
@@ -142,6 +162,8 @@ class MMBalanceModel(MMBalancePreTrainedModel):
         """Per-modality features z_m."""
         values, masks = self._split_inputs(inputs)
         dtype = self.dtype
+        if self.recalibration is not None:
+            values = self.recalibration({n: v.to(dtype) for n, v in values.items()}, masks)
         return {
             name: self.encoders[name](value.to(dtype) if value.is_floating_point() else value, masks[name])
             for name, value in values.items()
@@ -158,7 +180,16 @@ class MMBalanceModel(MMBalancePreTrainedModel):
         `sample_idx` is accepted and ignored (the balancing methods read it from the batch)."""
         features = self.encode(modality_inputs)
         fusion = self.fusion(features)
-        unimodal = {name: head(features[name]) for name, head in self.unimodal_heads.items()}
+        projected_fused = projected = None
+        head_inputs = features
+        if self.common_projections is not None:
+            projected_fused = torch.relu(self.common_projections["fused"](fusion.fused_features))
+            projected = {name: torch.relu(self.common_projections[name](features[name])) for name in features}
+            # The fusion's own head is bypassed, so its shares no longer split the logits: none are reported.
+            fusion.logits = self.fused_head(projected_fused)
+            fusion.modality_logits = fusion.modality_cosine_logits = None
+            head_inputs = projected
+        unimodal = {name: head(head_inputs[name]) for name, head in self.unimodal_heads.items()}
         loss = loss_terms = None
         if labels is not None:
             loss_terms = {"fused": self.task_loss(fusion.logits, labels)}
@@ -175,6 +206,8 @@ class MMBalanceModel(MMBalancePreTrainedModel):
             unimodal_logits=unimodal,
             features=features,
             fused_features=fusion.fused_features,
+            projected_fused_features=projected_fused,
+            projected_features=projected,
             loss_terms=loss_terms,
         )
 
