@@ -5,6 +5,7 @@ from .data import (
     MFEAT_VIEWS,
     load_mfeat,
     make_synthetic_classification,
+    make_synthetic_regression,
     standardize,
     validate_dataset,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "build_compute_metrics",
     "load_mfeat",
     "make_synthetic_classification",
+    "make_synthetic_regression",
     "plot_training_curves",
     "render_model_card",
     "standardize",

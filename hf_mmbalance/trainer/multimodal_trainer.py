@@ -109,7 +109,9 @@ class MultimodalTrainer(Trainer):
         return [cb for cb in self.callback_handler.callbacks if isinstance(cb, BalancingCallback)]
 
     def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        # The callbacks see the training set with all its columns (e.g. ULGM's `true_<m>` diagnostics), not the copy
+        # pruned to the model's inputs: same rows, same order.
+        dataset = self.train_dataset if train_dataset is None or len(train_dataset) == len(self.train_dataset) else train_dataset
         provided = [(cb, cb.get_train_sampler(dataset, self.args)) for cb in self.balancing_callbacks]
         provided = [(cb, sampler) for cb, sampler in provided if sampler is not None]
         if len(provided) > 1:

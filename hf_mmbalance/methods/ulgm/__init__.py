@@ -1,1 +1,31 @@
-"""ULGM: unimodal label generation for regression (SUGRM §3.3 and Self-MM); see `updates.py`."""
+"""ULGM — self-supervised unimodal label generation for multimodal regression (SUGRM §3.3-3.4; Self-MM).
+
+* `updates.py` — the pure update rules: centres, D_max, SUGRM magnitude / direction, Self-MM, momentum, loss;
+* `config.py` — `ULGMConfig`; `callback.py` — `ULGMCallback` (label and feature banks, loss replacement);
+* `diagnostics.py` — generated label trajectories (SUGRM Fig. 4 style).
+The model side (common space F*_m / F*_s, MRM recalibration) lives in `hf_mmbalance.modeling`.
+"""
+
+from .callback import ULGMCallback
+from .config import ULGMConfig
+from .updates import (
+    extreme_centres,
+    max_distance,
+    momentum_update,
+    selfmm_unimodal_labels,
+    sugrm_unimodal_labels,
+    ulgm_loss,
+    unimodal_loss_weights,
+)
+
+__all__ = [
+    "ULGMCallback",
+    "ULGMConfig",
+    "extreme_centres",
+    "max_distance",
+    "momentum_update",
+    "selfmm_unimodal_labels",
+    "sugrm_unimodal_labels",
+    "ulgm_loss",
+    "unimodal_loss_weights",
+]

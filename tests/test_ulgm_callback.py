@@ -1,0 +1,140 @@
+"""ULGMCallback inside MultimodalTrainer: banks, one update against the pure rules, loss, resume, export, errors."""
+
+import math
+
+import pytest
+import torch
+from transformers import TrainingArguments
+
+from hf_mmbalance import MMBalanceConfig, MMBalanceForClassification, MMBalanceForRegression, MultimodalTrainer
+from hf_mmbalance.data import make_synthetic_regression
+from hf_mmbalance.methods.ulgm import (
+    ULGMCallback,
+    extreme_centres,
+    max_distance,
+    momentum_update,
+    selfmm_unimodal_labels,
+    sugrm_unimodal_labels,
+    ulgm_loss,
+)
+
+MODALITIES = {"text": 8, "audio": 6}
+DATA = make_synthetic_regression(num_samples=120, modalities=MODALITIES, noise={"text": 0.3, "audio": 1.5}, seed=0)
+TRAIN = DATA["train"]
+
+
+def make_model(seed=0, **config):
+    torch.manual_seed(seed)
+    options = dict(modalities=MODALITIES, task="regression", common_space_size=4, fusion="mrm")
+    options.update(config)
+    return MMBalanceForRegression(MMBalanceConfig(**options))
+
+
+def make_args(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path), per_device_train_batch_size=12, num_train_epochs=3, learning_rate=0.01,
+                  optim="adamw_torch", lr_scheduler_type="constant", save_strategy="no", report_to="none",
+                  disable_tqdm=True, use_cpu=True, seed=0,
+                  logging_strategy="epoch")
+    values.update(overrides)
+    return TrainingArguments(**values)
+
+
+def train(tmp_path, callback, model=None, **overrides):
+    trainer = MultimodalTrainer(model=model or make_model(), args=make_args(tmp_path, **overrides), train_dataset=TRAIN,
+                                callbacks=[callback])
+    trainer.train()
+    return trainer
+
+
+def test_banks_start_at_the_multimodal_label_and_epoch_one_trains_the_fused_loss_only(tmp_path):
+    callback = ULGMCallback(variant="selfmm")
+    train(tmp_path, callback, num_train_epochs=1)
+    assert callback.names == ["text", "audio"]
+    for name in callback.names:  # no label generated during epoch 1: y_s^(1) = y_m
+        assert torch.equal(callback.labels[name], callback.labels["fused"])
+    assert bool(callback.filled.all()) and callback.features["fused"].shape == (len(TRAIN), 4)
+
+
+@pytest.mark.parametrize("variant", ["sugrm", "selfmm"])
+def test_one_update_equals_the_pure_rules_with_momentum(tmp_path, variant):
+    callback = ULGMCallback(variant=variant)
+    trainer = train(tmp_path, callback, num_train_epochs=1)
+    model = trainer.model.train()
+    batch = TRAIN.with_format("torch")[:5]
+    outputs = model(**{name: batch[name] for name in MODALITIES}, labels=batch["labels"])
+    rows = torch.tensor([callback.row_of[int(i)] for i in batch["sample_idx"]])
+    before = {name: callback.labels[name].clone() for name in callback.names}
+    fused_bank, y_bank = callback.features["fused"].clone(), callback.labels["fused"]
+    uni_banks = {name: callback.features[name].clone() for name in callback.names}
+
+    class State:
+        epoch = 1.0  # the second epoch (0-based floor 1 -> 1-based 2)
+
+    loss = callback.training_loss(None, State(), model=model, inputs=batch, outputs=outputs)
+    expected_loss = ulgm_loss(outputs.logits.reshape(-1), y_bank[rows],
+                              {n: outputs.unimodal_logits[n].reshape(-1) for n in callback.names},
+                              {n: before[n][rows] for n in callback.names})
+    torch.testing.assert_close(loss, expected_loss)
+    F_m = outputs.projected_fused_features.detach()
+    positive, negative = fused_bank[y_bank > 0].mean(0), fused_bank[y_bank < 0].mean(0)
+    for name in callback.names:
+        F_s = outputs.projected_features[name].detach()
+        if variant == "sugrm":
+            d_max = max_distance(*extreme_centres(fused_bank, y_bank, 3.0, 0.05))
+            generated = sugrm_unimodal_labels(y_bank[rows], F_m, F_s, positive, negative, d_max, 3.0)
+        else:
+            y_s = before[name]
+            generated = selfmm_unimodal_labels(y_bank[rows], F_m, F_s, positive, negative,
+                                               uni_banks[name][y_s > 0].mean(0), uni_banks[name][y_s < 0].mean(0), 3.0)
+        torch.testing.assert_close(callback.labels[name][rows], momentum_update(before[name][rows], generated, 2))
+        assert callback.labels[name].abs().max() <= 3.0
+    torch.testing.assert_close(callback.features["fused"][rows], F_m)
+
+
+def test_resume_mid_epoch_restores_the_banks_and_gives_the_same_result(tmp_path):
+    full = ULGMCallback(variant="selfmm")
+    full_trainer = train(tmp_path / "full", full, num_train_epochs=3)
+    steps = math.ceil(len(TRAIN) / 12)
+    cut_at = steps + steps // 2  # in the middle of epoch 2
+    train(tmp_path / "cut", ULGMCallback(variant="selfmm"), num_train_epochs=3, save_strategy="steps", save_steps=cut_at,
+          max_steps=cut_at)
+    checkpoint = tmp_path / "cut" / f"checkpoint-{cut_at}"
+    assert (checkpoint / "ulgm_banks.safetensors").is_file()
+    resumed = ULGMCallback(variant="selfmm")
+    trainer = MultimodalTrainer(model=make_model(seed=5), args=make_args(tmp_path / "cut", num_train_epochs=3),
+                                train_dataset=TRAIN, callbacks=[resumed])
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    for key in full.labels:
+        torch.testing.assert_close(resumed.labels[key], full.labels[key], atol=1e-5, rtol=1e-5)
+    for name, value in full_trainer.model.named_parameters():
+        torch.testing.assert_close(dict(trainer.model.named_parameters())[name], value, atol=1e-5, rtol=1e-4)
+
+
+def test_diagnostics_export_and_plot(tmp_path):
+    callback = ULGMCallback(variant="selfmm", export_labels=True)
+    trainer = train(tmp_path, callback, num_train_epochs=2)
+    logged = [e for e in trainer.state.log_history if "ulgm/corr_generated_text" in e]
+    assert len(logged) == 2 and "ulgm/mean_abs_offset_audio" in logged[-1] and "ulgm/corr_multimodal_text" in logged[-1]
+    rows = (tmp_path / "ulgm_labels_epoch2.csv").read_text().splitlines()
+    assert rows[0] == "sample_idx,labels,text,audio" and len(rows) == len(TRAIN) + 1
+    from PIL import Image
+
+    paths = callback.plot_diagnostics(trainer.state.log_history, str(tmp_path / "plots"))
+    assert Image.open(paths[0]).size[0] > 300
+
+
+def test_unsupported_set_ups_are_named(tmp_path):
+    with pytest.raises(ValueError, match="variant='ulgm'"):
+        ULGMCallback(variant="ulgm")
+    with pytest.raises(ValueError, match="sample_idx"):
+        MultimodalTrainer(model=make_model(), args=make_args(tmp_path), train_dataset=TRAIN.remove_columns("sample_idx"),
+                          callbacks=[ULGMCallback()]).train()
+    with pytest.raises(ValueError, match="unimodal_heads=True"):
+        train(tmp_path, ULGMCallback(), model=make_model(unimodal_heads=False))
+    from datasets import Value
+
+    classification = TRAIN.map(lambda row: {"labels": int(row["labels"] > 0)}).cast_column("labels", Value("int64"))
+    classifier = MMBalanceForClassification(MMBalanceConfig(modalities=MODALITIES, num_labels=2))
+    with pytest.raises(ValueError, match="REGRESSION"):
+        MultimodalTrainer(model=classifier, args=make_args(tmp_path), train_dataset=classification,
+                          callbacks=[ULGMCallback()]).train()
