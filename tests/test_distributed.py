@@ -141,3 +141,15 @@ def test_active_learning_selects_identical_rows_on_both_ranks(runs):
     assert len(acquired) == len(set(acquired)) == 24
     state = json.loads((two / "active" / "active_learning_state.json").read_text())
     assert [r["acquired"] for r in state["rounds"]] == rank0["acquired"]
+
+
+def test_ulgm_banks_are_identical_on_both_ranks_and_match_one_process(runs):
+    two, one = runs
+    rank0 = load_file(two / "ulgm_banks_rank0.safetensors")
+    rank1 = load_file(two / "ulgm_banks_rank1.safetensors")
+    single = load_file(one / "ulgm_banks_rank0.safetensors")
+    assert set(rank0) == set(single) and {"labels.a", "features.fused"} <= set(rank0)
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+        torch.testing.assert_close(rank0[key], single[key], atol=1e-4, rtol=1e-3)
+    assert not torch.equal(rank0["labels.a"], rank0["labels.fused"])  # labels were generated after epoch 1

@@ -5,7 +5,8 @@ parameters (safetensors), the logged loss curve and the sample ids it saw (JSON)
 each balancing method (one launch covers them all: starting 2 processes costs ~7 s): gradient modulation with GE
 noise and 2 accumulation micro-batches per step; the BSS learned curriculum, uninterrupted and resumed from a
 mid-pass checkpoint (the custom-sampler resume that accelerate gets wrong without `set_sampler`); and 3 rounds of
-BMMAL active learning (pool scoring split across ranks, selection on rank 0 and broadcast).
+BMMAL active learning (pool scoring split across ranks, selection on rank 0 and broadcast); ULGM label banks
+(batch ids and features gathered from every rank).
 """
 
 import json
@@ -21,11 +22,14 @@ from hf_mmbalance import (
     GradientModulationCallback,
     MMBalanceConfig,
     MMBalanceForClassification,
+    MMBalanceForRegression,
     MultimodalTrainer,
     make_synthetic_classification,
 )
 from hf_mmbalance.methods.active import ActiveLearningConfig, run_active_learning
+from hf_mmbalance.data import make_synthetic_regression
 from hf_mmbalance.methods.bss import BSSCallback
+from hf_mmbalance.methods.ulgm import ULGMCallback
 
 
 class SeenIds(BalancingCallback):
@@ -150,6 +154,16 @@ def main(out_dir: str, per_device_batch: int) -> None:
     result = run_active_learning(make_model, data["train"], make_args(out_dir, "active", per_device_batch), config,
                                  eval_dataset=data["validation"])
     rank = trainer.args.process_index
+    # ULGM (Self-MM variant) on a small regression set: every rank must hold the same banks.
+    regression = make_synthetic_regression(num_samples=160, modalities={"a": 6, "b": 4}, noise={"a": 0.3, "b": 1.0}, seed=0)
+    set_seed(0)
+    regressor = MMBalanceForRegression(MMBalanceConfig(modalities={"a": 6, "b": 4}, task="regression", common_space_size=4))
+    ulgm = ULGMCallback(variant="selfmm")
+    MultimodalTrainer(model=regressor, args=make_args(out_dir, "ulgm", per_device_batch, num_train_epochs=3),
+                      train_dataset=regression["train"], callbacks=[ulgm]).train()
+    banks = {f"labels.{k}": v.contiguous() for k, v in ulgm.labels.items()}
+    banks.update({f"features.{k}": v.contiguous() for k, v in ulgm.features.items()})
+    save_file(banks, os.path.join(out_dir, f"ulgm_banks_rank{rank}.safetensors"))
     with open(os.path.join(out_dir, f"active_rank{rank}.json"), "w") as handle:
         json.dump({"acquired": [r.acquired for r in result.state.rounds],
                    "phi": [r.mean_contributions for r in result.state.rounds]}, handle)
