@@ -138,3 +138,19 @@ def test_unsupported_set_ups_are_named(tmp_path):
     with pytest.raises(ValueError, match="REGRESSION"):
         MultimodalTrainer(model=classifier, args=make_args(tmp_path), train_dataset=classification,
                           callbacks=[ULGMCallback()]).train()
+
+
+@pytest.mark.parametrize("variant", ["sugrm", "selfmm"])
+def test_the_ulgm_recipes_train_a_regression_model_from_the_cli(tmp_path, variant):
+    import json
+    from pathlib import Path
+
+    from hf_mmbalance.cli.main import main
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / f"ulgm_{variant}.yaml"
+    flags = ["--num_train_epochs", "2", "--output_dir", str(tmp_path), "--ulgm.export_labels", "true"]
+    assert main(["train", "--config", str(recipe), *flags]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"test_mae", "test_pearson", "test_unimodal_video_mae"} <= set(metrics)
+    assert json.loads((tmp_path / "config.json").read_text())["task"] == "regression"
+    assert (tmp_path / "ulgm_labels_epoch2.csv").is_file() and (tmp_path / "ulgm_label_trajectories.png").is_file()

@@ -9,7 +9,7 @@ from transformers import TrainingArguments, set_seed
 from ..data import standardize
 from ..methods.active import ActiveLearningConfig, ActiveLearningState, plot_contributions, plot_learning_curves, run_active_learning
 from .parser import RecipeError
-from .train import DataArguments, ModelArguments, build_model, load_data, modality_columns
+from .train import DataArguments, ModelArguments, build_model, label_task, load_data, modality_columns
 
 
 def run_active(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments,
@@ -23,7 +23,9 @@ def run_active(data_args: DataArguments, model_args: ModelArguments, training_ar
     modalities = modality_columns(dataset)
     if data_args.standardize:
         dataset = standardize(dataset, list(modalities))
-    num_labels = getattr(dataset["train"].features["labels"], "num_classes", None) or int(max(dataset["train"]["labels"])) + 1
+    task, num_labels = label_task(dataset)
+    if task != "classification":
+        raise RecipeError("active learning (BMMAL and its baselines) needs a classification dataset")
 
     def make_model():
         set_seed(training_args.seed)

@@ -22,6 +22,7 @@ commands:
 balancing methods: a recipe section `<method>: {option: value}` or flags `--<method>.<option> value`
   modulation   Ada2I / OGM-GE gradient modulation (options: ModulationConfig, e.g. mode, alpha, score)
   bss          BSS balance-aware curriculum sampler (options: BSSConfig, e.g. scheduler, criterion, pacing)
+  ulgm         ULGM unimodal label generation for regression (options: ULGMConfig, e.g. variant sugrm|selfmm)
 """
 
 

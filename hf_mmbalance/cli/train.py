@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments, set_seed
 
-from ..data import load_mfeat, make_synthetic_classification, standardize
+from ..data import load_mfeat, make_synthetic_classification, make_synthetic_regression, standardize
 from ..hub import render_model_card
 from ..methods import build_method_callbacks
 from ..modeling import MMBalanceConfig, MMBalanceForClassification, MMBalanceForRegression
@@ -16,7 +16,7 @@ from ..plotting import plot_training_curves
 from ..trainer import MultimodalTrainer
 from .parser import RecipeError
 
-DATASETS = ("mfeat", "synthetic")
+DATASETS = ("mfeat", "synthetic", "synthetic_regression")
 
 
 @dataclass
@@ -46,6 +46,11 @@ class ModelArguments:
     afw_rank: int = field(default=4, metadata={"help": "afw: tensor-ring rank r of the query/key cores (Ada2I Eq. 5)"})
     afw_beta: float = field(default=0.5, metadata={"help": "afw: weight beta of the original feature (Ada2I Eq. 7)"})
     amw_scale: float = field(default=1.0, metadata={"help": "amw/afw: scale of the modality-wise cosines (Ada2I Eq. 8)"})
+    common_space_size: int | None = field(
+        default=None, metadata={"help": "SUGRM d_c: project fused and unimodal features into a common space (ULGM)"}
+    )
+    mrm_reduction: int = field(default=4, metadata={"help": "mrm: bottleneck reduction of the recalibration (SUGRM 3.2.1)"})
+    regression_loss: str = field(default="l1", metadata={"help": "regression: l1 (SUGRM) or mse"})
 
 
 def load_data(data_args: DataArguments):
@@ -53,6 +58,8 @@ def load_data(data_args: DataArguments):
         dataset = load_mfeat(views=data_args.views, seed=data_args.split_seed)
     elif data_args.dataset_name == "synthetic":
         dataset = make_synthetic_classification(seed=data_args.split_seed)
+    elif data_args.dataset_name == "synthetic_regression":
+        dataset = make_synthetic_regression(seed=data_args.split_seed)
     elif os.path.isdir(data_args.dataset_name):
         from datasets import load_from_disk
 
@@ -62,7 +69,8 @@ def load_data(data_args: DataArguments):
             f"dataset_name={data_args.dataset_name!r} is neither one of {list(DATASETS)} nor a saved DatasetDict folder"
         )
     if data_args.views and data_args.dataset_name != "mfeat":
-        dataset = dataset.select_columns([*data_args.views, "labels", "sample_idx"])
+        truths = [c for c in dataset["train"].column_names if c in {f"true_{v}" for v in data_args.views}]
+        dataset = dataset.select_columns([*data_args.views, "labels", "sample_idx", *truths])
     return dataset
 
 
@@ -71,8 +79,8 @@ def modality_columns(dataset) -> dict[str, int]:
     features = dataset["train"].features
     columns = {}
     for name, feature in features.items():
-        if name in ("labels", "sample_idx") or name.endswith("_attention_mask"):
-            continue
+        if name in ("labels", "sample_idx") or name.endswith("_attention_mask") or name.startswith("true_"):
+            continue  # `true_<m>`: known unimodal labels of synthetic data, for diagnostics only
         length = getattr(feature, "length", None)
         if length is None or length < 1:
             raise RecipeError(f"column {name!r} is not a fixed-length feature vector; declare its length in the dataset")
@@ -106,9 +114,20 @@ def build_model(model_args: ModelArguments, modalities: dict[str, int], num_labe
         afw_rank=model_args.afw_rank,
         afw_beta=model_args.afw_beta,
         amw_scale=model_args.amw_scale,
+        common_space_size=model_args.common_space_size,
+        mrm_reduction=model_args.mrm_reduction,
+        regression_loss=model_args.regression_loss,
     )
     model_class = MMBalanceForClassification if task == "classification" else MMBalanceForRegression
     return model_class(config)
+
+
+def label_task(dataset) -> tuple[str, int]:
+    """(task, num_labels) from the train split's `labels`: float labels mean regression (1 output)."""
+    feature = dataset["train"].features["labels"]
+    if getattr(feature, "dtype", "").startswith("float"):
+        return "regression", 1
+    return "classification", getattr(feature, "num_classes", None) or int(max(dataset["train"]["labels"])) + 1
 
 
 def format_report(metrics: dict[str, float], modality_names: list[str], prefix: str) -> str:
@@ -138,9 +157,8 @@ def run_train(
     modalities = modality_columns(dataset)
     if data_args.standardize:
         dataset = standardize(dataset, list(modalities))
-    labels_feature = dataset["train"].features["labels"]
-    num_labels = getattr(labels_feature, "num_classes", None) or int(max(dataset["train"]["labels"])) + 1
-    model = build_model(model_args, modalities, num_labels, "classification")
+    task, num_labels = label_task(dataset)
+    model = build_model(model_args, modalities, num_labels, task)
     trainer = MultimodalTrainer(
         model=model,
         args=training_args,

@@ -8,6 +8,7 @@ from typing import Any
 
 from .bss import BSSCallback, BSSConfig
 from .modulation import GradientModulationCallback, ModulationConfig
+from .ulgm import ULGMCallback, ULGMConfig
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class MethodEntry:
 METHOD_REGISTRY: dict[str, MethodEntry] = {
     "modulation": MethodEntry(ModulationConfig, GradientModulationCallback),
     "bss": MethodEntry(BSSConfig, BSSCallback),
+    "ulgm": MethodEntry(ULGMConfig, ULGMCallback),
 }
 
 
@@ -47,4 +49,6 @@ __all__ = [
     "BSSConfig",
     "GradientModulationCallback",
     "ModulationConfig",
+    "ULGMCallback",
+    "ULGMConfig",
 ]
