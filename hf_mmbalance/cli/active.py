@@ -6,10 +6,9 @@ import os
 
 from transformers import TrainingArguments, set_seed
 
-from ..data import standardize
 from ..methods.active import ActiveLearningConfig, ActiveLearningState, plot_contributions, plot_learning_curves, run_active_learning
 from .parser import RecipeError
-from .train import DataArguments, ModelArguments, build_model, label_task, load_data, modality_columns
+from .train import DataArguments, ModelArguments, build_model, prepare_dataset
 
 
 def run_active(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments,
@@ -19,11 +18,7 @@ def run_active(data_args: DataArguments, model_args: ModelArguments, training_ar
     except (TypeError, ValueError) as error:
         raise RecipeError(f"active: {error}") from None
     set_seed(training_args.seed)
-    dataset = load_data(data_args)
-    modalities = modality_columns(dataset)
-    if data_args.standardize:
-        dataset = standardize(dataset, list(modalities))
-    task, num_labels = label_task(dataset)
+    dataset, modalities, task, num_labels = prepare_dataset(data_args)
     if task != "classification":
         raise RecipeError("active learning (BMMAL and its baselines) needs a classification dataset")
 

@@ -122,6 +122,16 @@ def build_model(model_args: ModelArguments, modalities: dict[str, int], num_labe
     return model_class(config)
 
 
+def prepare_dataset(data_args: DataArguments):
+    """The recipe's `DatasetDict` (standardized if asked), its modality columns, task and number of labels."""
+    dataset = load_data(data_args)
+    modalities = modality_columns(dataset)
+    if data_args.standardize:
+        dataset = standardize(dataset, list(modalities))
+    task, num_labels = label_task(dataset)
+    return dataset, modalities, task, num_labels
+
+
 def label_task(dataset) -> tuple[str, int]:
     """(task, num_labels) from the train split's `labels`: float labels mean regression (1 output)."""
     feature = dataset["train"].features["labels"]
@@ -153,11 +163,7 @@ def run_train(
     except ValueError as error:
         raise RecipeError(str(error)) from None
     set_seed(training_args.seed)
-    dataset = load_data(data_args)
-    modalities = modality_columns(dataset)
-    if data_args.standardize:
-        dataset = standardize(dataset, list(modalities))
-    task, num_labels = label_task(dataset)
+    dataset, modalities, task, num_labels = prepare_dataset(data_args)
     model = build_model(model_args, modalities, num_labels, task)
     trainer = MultimodalTrainer(
         model=model,

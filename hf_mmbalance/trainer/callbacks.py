@@ -17,6 +17,13 @@ from transformers import TrainerCallback, TrainerState, TrainingArguments
 class BalancingCallback(TrainerCallback):
     """Base class of the balancing methods' callbacks (hooks of `MultimodalTrainer`)."""
 
+    @staticmethod
+    def resolve_config(config_class: type, config: Any, options: dict[str, Any]) -> Any:
+        """A method's config from either a config instance or its fields as keyword arguments (not both)."""
+        if config is not None and options:
+            raise TypeError(f"pass either a {config_class.__name__} or its fields as keyword arguments, not both")
+        return config if config is not None else config_class(**options)
+
     # Shown in the model card: the method's tag and the paper's BibTeX entry.
     method_name: str | None = None
     citation: str | None = None

@@ -57,9 +57,7 @@ class BSSCallback(BalancingCallback):
     citation = BSS_CITATION
 
     def __init__(self, config: BSSConfig | None = None, **options: Any):
-        if config is not None and options:
-            raise TypeError("pass either a BSSConfig or its fields as keyword arguments, not both")
-        self.config = config if config is not None else BSSConfig(**options)
+        self.config = self.resolve_config(BSSConfig, config, options)
         self.sampler: CurriculumSampler | None = None
         self.score_history: dict[int, dict[str, Any]] = {}
         self._model = None

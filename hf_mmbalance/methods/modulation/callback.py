@@ -55,9 +55,7 @@ class GradientModulationCallback(BalancingCallback):
     """
 
     def __init__(self, config: ModulationConfig | None = None, **options: Any):
-        if config is not None and options:
-            raise TypeError("pass either a ModulationConfig or its fields as keyword arguments, not both")
-        self.config = config if config is not None else ModulationConfig(**options)
+        self.config = self.resolve_config(ModulationConfig, config, options)
         self.method_name = self.config.mode.replace("_", "-")
         self.citation = ADA2I_CITATION if self.config.mode == "ada2i" else OGM_GE_CITATION
         self.modality_names: list[str] | None = None

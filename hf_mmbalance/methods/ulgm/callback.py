@@ -53,9 +53,7 @@ class ULGMCallback(BalancingCallback):
     citation = SUGRM_CITATION
 
     def __init__(self, config: ULGMConfig | None = None, **options: Any):
-        if config is not None and options:
-            raise TypeError("pass either a ULGMConfig or its fields as keyword arguments, not both")
-        self.config = config if config is not None else ULGMConfig(**options)
+        self.config = self.resolve_config(ULGMConfig, config, options)
         self.names: list[str] = []
         self.row_of: dict[int, int] = {}
         self.sample_ids: torch.Tensor | None = None
