@@ -197,13 +197,14 @@ REMOTE_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize(
     "model_class, fusion",
-    [(MMBalanceForClassification, "gated"), (MMBalanceForRegression, "gated"), (MMBalanceForClassification, "afw")],
+    [(MMBalanceForClassification, "gated"), (MMBalanceForRegression, "gated"), (MMBalanceForClassification, "afw"),
+     (MMBalanceForRegression, "mrm")],
 )
 def test_checkpoint_loads_with_remote_code_in_a_process_without_the_package(tmp_path, model_class, fusion):
     task = "classification" if model_class is MMBalanceForClassification else "regression"
     torch.manual_seed(0)
     config = MMBalanceConfig(modalities=MODALITIES, num_labels=3 if task == "classification" else 1, task=task,
-                             fusion=fusion, afw_rank=2)
+                             fusion=fusion, afw_rank=2, common_space_size=4 if fusion == "mrm" else None)
     model = model_class(config).eval()
     model.save_pretrained(tmp_path / "ckpt")
     assert {"modeling_mmbalance.py", "configuration_mmbalance.py", "encoders.py", "fusion.py"} <= set(os.listdir(tmp_path / "ckpt"))
