@@ -130,26 +130,20 @@ class ULGMCallback(BalancingCallback):
     def _update_labels(self, rows, features, epoch: int) -> None:
         H = self.config.label_range
         filled = self.filled
-        y_m = self.labels["fused"]
-        fused_bank = self.features["fused"][filled]
+        fused_bank, bank_labels = self.features["fused"][filled], self.labels["fused"][filled]
+        # The fused-space centres (and SUGRM's D_max) are the same for every modality: computed once per step.
+        fused_pos, fused_neg = _sign_centres(fused_bank, bank_labels)
+        if self.config.variant == "sugrm":
+            d_max = max_distance(*extreme_centres(fused_bank, bank_labels, H, self.config.extreme_quantile))
+        y_m = self.labels["fused"][rows]
         for name in self.names:
             if self.config.variant == "sugrm":
-                generated = self._sugrm(rows, features, name, fused_bank, y_m[filled])
+                generated = sugrm_unimodal_labels(y_m, features["fused"], features[name], fused_pos, fused_neg, d_max, H)
             else:
-                generated = self._selfmm(rows, features, name, filled)
+                uni_pos, uni_neg = _sign_centres(self.features[name][filled], self.labels[name][filled])
+                generated = selfmm_unimodal_labels(y_m, features["fused"], features[name], fused_pos, fused_neg,
+                                                   uni_pos, uni_neg, H)
             self.labels[name][rows] = momentum_update(self.labels[name][rows], generated, epoch)
-
-    def _sugrm(self, rows, features, name, fused_bank, bank_labels):
-        H = self.config.label_range
-        d_max = max_distance(*extreme_centres(fused_bank, bank_labels, H, self.config.extreme_quantile))
-        pos, neg = _sign_centres(fused_bank, bank_labels)
-        return sugrm_unimodal_labels(self.labels["fused"][rows], features["fused"], features[name], pos, neg, d_max, H)
-
-    def _selfmm(self, rows, features, name, filled):
-        fused_pos, fused_neg = _sign_centres(self.features["fused"][filled], self.labels["fused"][filled])
-        uni_pos, uni_neg = _sign_centres(self.features[name][filled], self.labels[name][filled])
-        return selfmm_unimodal_labels(self.labels["fused"][rows], features["fused"], features[name], fused_pos, fused_neg,
-                                      uni_pos, uni_neg, self.config.label_range)
 
     # ----- diagnostics -----
     def on_epoch_end(self, args, state, control, **kwargs):
