@@ -62,7 +62,7 @@ def test_one_update_equals_the_pure_rules_with_momentum(tmp_path, variant):
     model = trainer.model.train()
     batch = TRAIN.with_format("torch")[:5]
     outputs = model(**{name: batch[name] for name in MODALITIES}, labels=batch["labels"])
-    rows = torch.tensor([callback.row_of[int(i)] for i in batch["sample_idx"]])
+    rows = callback.rows_of(batch["sample_idx"])
     before = {name: callback.labels[name].clone() for name in callback.names}
     fused_bank, y_bank = callback.features["fused"].clone(), callback.labels["fused"]
     uni_banks = {name: callback.features[name].clone() for name in callback.names}
@@ -74,6 +74,11 @@ def test_one_update_equals_the_pure_rules_with_momentum(tmp_path, variant):
     expected_loss = ulgm_loss(outputs.logits.reshape(-1), y_bank[rows],
                               {n: outputs.unimodal_logits[n].reshape(-1) for n in callback.names},
                               {n: before[n][rows] for n in callback.names})
+    if variant == "sugrm":  # + 0.03 * sum_s mean_i ||F*_s - F*_m||^2, the default common-space alignment
+        F_m_target = outputs.projected_fused_features.detach()
+        for name in callback.names:
+            squared = [float(((outputs.projected_features[name][i].detach() - F_m_target[i]) ** 2).sum()) for i in range(5)]
+            expected_loss = expected_loss + 0.03 * sum(squared) / 5
     torch.testing.assert_close(loss, expected_loss)
     F_m = outputs.projected_fused_features.detach()
     positive, negative = fused_bank[y_bank > 0].mean(0), fused_bank[y_bank < 0].mean(0)
@@ -156,9 +161,10 @@ def test_the_ulgm_recipes_train_a_regression_model_from_the_cli(tmp_path, varian
     assert (tmp_path / "ulgm_labels_epoch2.csv").is_file() and (tmp_path / "ulgm_label_trajectories.png").is_file()
 
 
-def test_selfmm_labels_track_the_true_unimodal_labels_better_than_the_multimodal_label(tmp_path):
-    """Where the modalities disagree (y_m correlates ~0.7 with each true label), Self-MM's generated labels of the
-    two stronger modalities correlate better with their true labels than y_m does (benchmarks/results/ulgm.md)."""
+@pytest.mark.parametrize("variant", ["sugrm", "selfmm"])
+def test_generated_labels_track_the_true_unimodal_labels_better_than_the_multimodal_label(tmp_path, variant):
+    """Where the modalities disagree (y_m correlates ~0.7 with each true label), the generated labels of the two
+    stronger modalities correlate better with their true labels than y_m does (benchmarks/results/ulgm.md)."""
     from hf_mmbalance import standardize
 
     modalities = {"text": 32, "audio": 16, "video": 16}
@@ -166,7 +172,7 @@ def test_selfmm_labels_track_the_true_unimodal_labels_better_than_the_multimodal
     torch.manual_seed(0)
     settings = {name: {"input_size": size, "hidden_sizes": [64], "feature_size": 32} for name, size in modalities.items()}
     model = MMBalanceForRegression(MMBalanceConfig(modalities=settings, task="regression", fusion="mrm", common_space_size=32))
-    callback = ULGMCallback(variant="selfmm")
+    callback = ULGMCallback(variant=variant)
     args = make_args(tmp_path, per_device_train_batch_size=32, num_train_epochs=30, learning_rate=0.002)
     MultimodalTrainer(model=model, args=args, train_dataset=data["train"], callbacks=[callback]).train()
     y_m = callback.labels["fused"]

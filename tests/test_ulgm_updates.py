@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
+from hf_mmbalance.methods.ulgm.config import ULGMConfig
 from hf_mmbalance.methods.ulgm.updates import (
+    common_space_alignment_loss,
     extreme_centres,
     max_distance,
     momentum_update,
@@ -186,3 +188,30 @@ def test_loss_weights_and_ulgm_loss_by_hand():
     assert preds["text"].grad.tolist() == pytest.approx([0.0, -math.tanh(2.0) / 2])
     with pytest.raises(ValueError, match="names"):
         ulgm_loss(fused_pred, y_m, {"text": preds["text"]}, y_s)
+
+
+def test_common_space_alignment_loss_by_hand():
+    fused = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
+    unimodal = {"text": torch.tensor([[1.0, 1.0], [3.0, 2.0]], requires_grad=True),
+                "audio": torch.tensor([[0.0, 0.0], [0.0, 0.0]], requires_grad=True)}
+    loss = common_space_alignment_loss(fused, unimodal)
+    # text: mean(1, 9) = 5; audio: mean(1, 4) = 2.5
+    assert loss.item() == pytest.approx(7.5)
+    loss.backward()
+    assert fused.grad is None  # F*_m is the target: stop-gradient
+    # d/dF_s of mean_i ||F_s - F_m||^2 = 2 (F_s - F_m) / B
+    assert unimodal["text"].grad.tolist() == [[0.0, 1.0], [3.0, 0.0]]
+    assert unimodal["audio"].grad.tolist() == [[-1.0, 0.0], [0.0, -2.0]]
+    with pytest.raises(ValueError, match="common_space_size"):
+        common_space_alignment_loss(fused, {"text": torch.zeros(2, 3)})
+    with pytest.raises(ValueError, match="rows"):
+        common_space_alignment_loss(fused, {"text": torch.zeros(3, 2)})
+
+
+def test_alignment_weight_defaults_per_variant_and_bad_values_are_named():
+    assert ULGMConfig().alignment_weight == 0.03  # sugrm
+    assert ULGMConfig(variant="selfmm").alignment_weight == 0.0
+    assert ULGMConfig(alignment_weight=0).alignment_weight == 0.0  # the paper's loss
+    for bad in (-0.1, float("nan"), "0.1", True):
+        with pytest.raises(ValueError, match="alignment_weight"):
+            ULGMConfig(alignment_weight=bad)

@@ -45,6 +45,10 @@ class BalancingCallback(TrainerCallback):
         """
         return None
 
+    # True when `training_loss` always returns the loss to train on: in training the trainer then runs the model
+    # without labels (its own loss would be thrown away) and logs the `loss_terms` the callback sets on `outputs`.
+    replaces_training_loss: bool = False
+
     def training_loss(
         self,
         args: TrainingArguments,

@@ -146,9 +146,12 @@ class MultimodalTrainer(Trainer):
 
     # ----- loss -----
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        outputs = model(**without_sample_ids(inputs))
-        if outputs.loss is None:
+        if "labels" not in inputs:
             raise ValueError("the batch has no 'labels': MultimodalTrainer trains on labelled data only")
+        batch = without_sample_ids(inputs)
+        if model.training and any(callback.replaces_training_loss for callback in self.balancing_callbacks):
+            batch.pop("labels")  # a callback's loss replaces the model's: do not compute the model's
+        outputs = model(**batch)
         loss = outputs.loss
         if model.training:
             unwrapped = self.accelerator.unwrap_model(model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from ...plotting import plt, save_figure
 
 FIGURE_NAME = "ulgm_label_trajectories.png"
@@ -17,7 +19,7 @@ def plot_label_trajectories(callback, output_dir: str) -> list[str]:
         epochs = list(range(1, len(points) + 1))
         for index, name in enumerate(callback.names):
             axis.plot(epochs, [p[index] for p in points], marker="o", markersize=2, label=name)
-        y_m = float(callback.labels["fused"][callback.row_of[int(sample_id)]])
+        y_m = float(callback.labels["fused"][callback.rows_of(torch.tensor([int(sample_id)]))[0]])
         axis.axhline(y_m, color="black", linestyle="--", linewidth=1, label="y_m")
         axis.set_title(f"sample {sample_id}", fontsize=9)
         axis.set_xlabel("epoch")

@@ -24,11 +24,26 @@ def _as_float(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().float()
 
 
-def _check_features(name: str, features: torch.Tensor, batch: int | None = None) -> None:
-    if features.ndim != 2:
-        raise ValueError(f"{name} must have shape (batch, dim), got {tuple(features.shape)}")
-    if batch is not None and features.shape[0] != batch:
-        raise ValueError(f"{name} has {features.shape[0]} rows, expected {batch}")
+def _check_features(name: str, features: torch.Tensor, batch: int | None = None, stacked: bool = False) -> None:
+    """(batch, dim); with `stacked`, also (modalities, batch, dim)."""
+    shapes = "(batch, dim) or (modalities, batch, dim)" if stacked else "(batch, dim)"
+    if features.ndim != 2 and not (stacked and features.ndim == 3):
+        raise ValueError(f"{name} must have shape {shapes}, got {tuple(features.shape)}")
+    if batch is not None and features.shape[-2] != batch:
+        raise ValueError(f"{name} has {features.shape[-2]} rows, expected {batch}")
+
+
+def _check_same_size(fused: torch.Tensor, unimodal: torch.Tensor) -> None:
+    if fused.shape[-1] != unimodal.shape[-1]:
+        raise ValueError(
+            f"SUGRM measures F*_s against F*_m in one common space, got sizes {unimodal.shape[-1]} and "
+            f"{fused.shape[-1]}: set MMBalanceConfig.common_space_size"
+        )
+
+
+def _as_centre(centre: torch.Tensor) -> torch.Tensor:
+    """(dim,) -> (1, dim); a per-modality (modalities, dim) -> (modalities, 1, dim): broadcasts over the batch."""
+    return _as_float(centre).unsqueeze(-2)
 
 
 def _check_H(H: float) -> None:
@@ -36,7 +51,7 @@ def _check_H(H: float) -> None:
         raise ValueError(f"H must be a finite number > 0, got {H!r}")
 
 
-def _extreme_mask(labels: torch.Tensor, exact_value: float, largest: bool, extreme_quantile: float) -> torch.Tensor:
+def _extreme_side(labels: torch.Tensor, exact_value: float, largest: bool, extreme_quantile: float) -> torch.Tensor:
     """Samples labelled exactly `exact_value`; if there are none, the ceil(q*N) largest (or smallest) labels,
     at least one, plus every sample tied with the last of them (so the choice is deterministic)."""
     exact = labels == exact_value
@@ -46,6 +61,17 @@ def _extreme_mask(labels: torch.Tensor, exact_value: float, largest: bool, extre
     ordered = torch.sort(labels, descending=largest).values
     boundary = ordered[count - 1]
     return labels >= boundary if largest else labels <= boundary
+
+
+def extreme_masks(labels: torch.Tensor, H: float, extreme_quantile: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks of the samples whose fused features make the +H and the -H centre of `extreme_centres`."""
+    _check_H(H)
+    if not (0.0 < extreme_quantile <= 1.0):
+        raise ValueError(f"extreme_quantile must be in (0, 1], got {extreme_quantile!r}")
+    labels = _as_float(labels).reshape(-1)
+    if labels.numel() == 0:
+        raise ValueError("extreme_masks needs at least one label, got none")
+    return _extreme_side(labels, float(H), True, extreme_quantile), _extreme_side(labels, -float(H), False, extreme_quantile)
 
 
 def extreme_centres(
@@ -62,9 +88,6 @@ def extreme_centres(
     Args: fused_features `(N, d)`, labels `(N,)` (or `(N, 1)`), H > 0, extreme_quantile in (0, 1].
     Returns two float32 tensors of shape `(d,)`.
     """
-    _check_H(H)
-    if not (0.0 < extreme_quantile <= 1.0):
-        raise ValueError(f"extreme_quantile must be in (0, 1], got {extreme_quantile!r}")
     features = _as_float(fused_features)
     labels = _as_float(labels).reshape(-1)
     _check_features("fused_features", features)
@@ -72,8 +95,7 @@ def extreme_centres(
         raise ValueError("extreme_centres needs at least one stored sample, got an empty feature bank")
     if labels.numel() != features.shape[0]:
         raise ValueError(f"got {labels.numel()} labels for {features.shape[0]} feature rows")
-    positive = _extreme_mask(labels, float(H), True, extreme_quantile)
-    negative = _extreme_mask(labels, -float(H), False, extreme_quantile)
+    positive, negative = extreme_masks(labels, H, extreme_quantile)
     return features[positive].mean(dim=0), features[negative].mean(dim=0)
 
 
@@ -87,12 +109,14 @@ def sugrm_magnitude(fused: torch.Tensor, unimodal: torch.Tensor, d_max: torch.Te
     D^F/D_max = D^L/D^L_{-H->+H} with D^L_{-H->+H} = 2H).
 
     A unimodal feature farther than D_max gets exactly 2H. D_max = 0 (the +H and -H centres coincide, e.g.
-    at initialisation) gives a magnitude of 0 for every sample, never NaN. Returns float32 `(B,)`.
+    at initialisation) gives a magnitude of 0 for every sample, never NaN. `unimodal` is `(B, d)`, or
+    `(M, B, d)` for M modalities at once. Returns float32 `(B,)` (or `(M, B)`).
     """
     _check_H(H)
     fused, unimodal = _as_float(fused), _as_float(unimodal)
     _check_features("fused", fused)
-    _check_features("unimodal", unimodal, fused.shape[0])
+    _check_features("unimodal", unimodal, fused.shape[0], stacked=True)
+    _check_same_size(fused, unimodal)
     d_max = torch.as_tensor(d_max, dtype=torch.float32, device=fused.device).detach()
     distance = torch.linalg.vector_norm(fused - unimodal, dim=-1)
     if not bool(d_max > 0):
@@ -115,14 +139,15 @@ def sugrm_direction(
     ratio_s > ratio_m -> -1; equal -> 0. By default the comparison is exact (`tie_tolerance=0`); with
     `tie_tolerance > 0`, |ratio_s - ratio_m| <= tie_tolerance counts as equal. The denominators are guarded
     with max(D^n, 1e-8) (the released code's 1e-8; clamping rather than adding it keeps exact ties exact).
-    Returns float32 `(B,)`.
+    `unimodal` is `(B, d)`, or `(M, B, d)` for M modalities at once. Returns float32 `(B,)` (or `(M, B)`).
     """
     if not (math.isfinite(tie_tolerance) and tie_tolerance >= 0):
         raise ValueError(f"tie_tolerance must be a finite number >= 0, got {tie_tolerance!r}")
     fused, unimodal = _as_float(fused), _as_float(unimodal)
     _check_features("fused", fused)
-    _check_features("unimodal", unimodal, fused.shape[0])
-    pos_centre, neg_centre = _as_float(pos_centre).reshape(1, -1), _as_float(neg_centre).reshape(1, -1)
+    _check_features("unimodal", unimodal, fused.shape[0], stacked=True)
+    _check_same_size(fused, unimodal)
+    pos_centre, neg_centre = _as_centre(pos_centre), _as_centre(neg_centre)
 
     def ratio(features: torch.Tensor) -> torch.Tensor:
         d_pos = torch.linalg.vector_norm(features - pos_centre, dim=-1)
@@ -147,8 +172,9 @@ def sugrm_unimodal_labels(
     """ŷ_s = clamp(y_m + direction * D^L_{m->s}, -H, H) (SUGRM §3.3, the y_s cases; clamp per METHODS.md §2).
 
     `pos_centre` / `neg_centre` are the direction centres (mean fused features of positive / negative
-    samples); `d_max` comes from `max_distance(*extreme_centres(...))`. Returns float32 `(B,)`; this is the
-    epoch's generated label, to be folded into the bank with `momentum_update`.
+    samples); `d_max` comes from `max_distance(*extreme_centres(...))`. Returns float32 `(B,)` (`(M, B)` for a
+    stacked `(M, B, d)` unimodal input); this is the epoch's generated label, to be folded into the bank with
+    `momentum_update`.
     """
     y_m = _as_float(fused_labels).reshape(-1)
     if y_m.numel() != fused.shape[0]:
@@ -175,16 +201,17 @@ def selfmm_unimodal_labels(
     δ_s = (d_sn - d_sp) / (d_sp + 1e-8), δ_f = (d_fn - d_fp) / (d_fp + 1e-8), α = δ_s / (δ_f + 1e-8)
     (the released code's guard; a denominator that is still exactly 0 is replaced by 1e-8 so no inf/NaN),
     ŷ_s = 0.5·α·y_f + 0.5·(y_f + δ_s - δ_f), clamped to [-H, H]. `y_f` is the fused (multimodal) label.
-    Returns float32 `(B,)`.
+    For M modalities at once, `unimodal` is `(M, B, d)` and its centres `(M, d)`. Returns float32 `(B,)` (or
+    `(M, B)`).
     """
     _check_H(H)
     y_f = _as_float(y_f).reshape(-1)
     fused, unimodal = _as_float(fused), _as_float(unimodal)
     _check_features("fused", fused, y_f.numel())
-    _check_features("unimodal", unimodal, y_f.numel())
+    _check_features("unimodal", unimodal, y_f.numel(), stacked=True)
 
     def distances(features: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pos, neg = _as_float(pos).reshape(1, -1), _as_float(neg).reshape(1, -1)
+        pos, neg = _as_centre(pos), _as_centre(neg)
         return (
             torch.linalg.vector_norm(features - pos, dim=-1),
             torch.linalg.vector_norm(features - neg, dim=-1),
@@ -220,17 +247,22 @@ def momentum_update(previous: torch.Tensor, current: torch.Tensor, epoch: int) -
 
 
 def unimodal_loss_weights(y_s: torch.Tensor, y_m: torch.Tensor) -> torch.Tensor:
-    """w_s^i = tanh(|y_s^i - y_m^i|) (SUGRM §3.4, from Self-MM), detached: labels are targets. `(B,)`."""
-    return torch.tanh((y_s.detach().reshape(-1) - y_m.detach().reshape(-1)).abs())
+    """w_s^i = tanh(|y_s^i - y_m^i|) (SUGRM §3.4, from Self-MM), detached: labels are targets. `y_s` is `(B,)`
+    (or `(M, B)` for M modalities); `y_m` is `(B,)`. Returns y_s's shape."""
+    y_m, y_s = y_m.detach().reshape(-1), y_s.detach()
+    if y_s.ndim == 1 or y_s.shape[-1] != y_m.numel():  # (B,) or (B, 1)
+        y_s = y_s.reshape(-1)
+    return torch.tanh((y_s - y_m).abs())
 
 
-def ulgm_loss(
+def ulgm_loss_terms(
     fused_pred: torch.Tensor,
     y_m: torch.Tensor,
     unimodal_preds: Mapping[str, torch.Tensor],
     y_s: Mapping[str, torch.Tensor],
-) -> torch.Tensor:
-    """L = mean_i |ŷ_m^i - y_m^i| + Σ_s mean_i w_s^i·|ŷ_s^i - y_s^i|, w_s^i = tanh(|y_s^i - y_m^i|) (SUGRM §3.4).
+) -> dict[str, torch.Tensor]:
+    """The terms of SUGRM §3.4's loss: {"fused": mean_i |ŷ_m^i - y_m^i|, s: mean_i w_s^i·|ŷ_s^i - y_s^i|},
+    w_s^i = tanh(|y_s^i - y_m^i|).
 
     The weight is per sample, inside the mean over the batch: the paper's 1/N Σ_i (...) and the released
     Self-MM `weighted_loss` (mean of weight * |pred - label|). It is not renormalised by the weights' sum.
@@ -240,17 +272,62 @@ def ulgm_loss(
     if set(unimodal_preds) != set(y_s):
         raise ValueError(f"unimodal_preds names {sorted(unimodal_preds)} but y_s names {sorted(y_s)}")
     target_m = y_m.detach().reshape(-1).to(device=fused_pred.device, dtype=fused_pred.dtype)
-    loss = (fused_pred.reshape(-1) - target_m).abs().mean()
-    for name, prediction in unimodal_preds.items():
-        target_s = y_s[name].detach().reshape(-1).to(device=prediction.device, dtype=prediction.dtype)
-        weights = unimodal_loss_weights(target_s, target_m.to(prediction.device)).to(prediction.dtype)
-        loss = loss + (weights * (prediction.reshape(-1) - target_s).abs()).mean()
-    return loss
+    terms = {"fused": (fused_pred.reshape(-1) - target_m).abs().mean()}
+    if not unimodal_preds:
+        return terms
+    # All modalities as one (M, B) stack: a handful of kernels instead of a handful per modality.
+    names = list(unimodal_preds)
+    predictions = torch.stack([unimodal_preds[name].reshape(-1) for name in names])
+    targets = torch.stack([y_s[name].detach().reshape(-1) for name in names]).to(predictions.device, predictions.dtype)
+    weights = unimodal_loss_weights(targets, target_m.to(predictions.device)).to(predictions.dtype)
+    terms.update(zip(names, (weights * (predictions - targets).abs()).mean(dim=-1).unbind()))
+    return terms
+
+
+def ulgm_loss(
+    fused_pred: torch.Tensor,
+    y_m: torch.Tensor,
+    unimodal_preds: Mapping[str, torch.Tensor],
+    y_s: Mapping[str, torch.Tensor],
+) -> torch.Tensor:
+    """L = mean_i |ŷ_m^i - y_m^i| + Σ_s mean_i w_s^i·|ŷ_s^i - y_s^i| (SUGRM §3.4): the sum of `ulgm_loss_terms`."""
+    return sum(ulgm_loss_terms(fused_pred, y_m, unimodal_preds, y_s).values())
+
+
+def common_space_alignment_loss(fused: torch.Tensor, unimodal: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Σ_s mean_i ||F*_s^i - sg(F*_m^i)||², sg = stop-gradient: pulls each unimodal feature towards its sample's
+    fused feature in the common space. NOT in SUGRM's loss (§3.4); `ULGMConfig.alignment_weight` adds it.
+
+    Why: ULGM's rule measures F*_s against the fused features (the distance ||F*_m - F*_s|| and the fused
+    positive / negative centres), which only means something if F*_s lies in the fused features' region — the
+    paper's "common semantic feature space" hypothesis. Nothing in the paper's architecture puts it there: F*_s
+    and F*_m come from independent projections (also in the released code), and the unimodal heads get no
+    gradient in epoch 1 (tanh(|y_m - y_m|) = 0). An F*_s far from both centres has D^p_s / D^n_s ≈ 1, so every
+    positive sample gets direction − and negative ones +, with the full magnitude 2H: the generated labels
+    come out anti-correlated with the true ones (benchmarks/results/ulgm.md). Regressing F*_s onto the
+    (detached) F*_m makes F*_s the fused feature predicted from modality s alone, whose position relative to
+    the centres is the modality's own sentiment. Differentiable in `unimodal` only; float32 result.
+    """
+    target = _as_float(fused)
+    _check_features("fused", target)
+    for name, features in unimodal.items():
+        _check_features(f"unimodal[{name!r}]", features, target.shape[0])
+        if features.shape[-1] != target.shape[-1]:
+            raise ValueError(
+                f"the common-space alignment needs F*_s and F*_m of one size, got {name!r} {features.shape[-1]} "
+                f"vs fused {target.shape[-1]}: set MMBalanceConfig.common_space_size"
+            )
+    if not unimodal:
+        return target.new_zeros(())
+    stacked = torch.stack([features.float() for features in unimodal.values()])  # (M, B, d)
+    return (stacked - target).pow(2).sum(dim=-1).mean(dim=-1).sum()
 
 
 __all__ = [
     "EPS",
+    "common_space_alignment_loss",
     "extreme_centres",
+    "extreme_masks",
     "max_distance",
     "sugrm_magnitude",
     "sugrm_direction",
