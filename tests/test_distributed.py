@@ -143,11 +143,12 @@ def test_active_learning_selects_identical_rows_on_both_ranks(runs):
     assert [r["acquired"] for r in state["rounds"]] == rank0["acquired"]
 
 
-def test_ulgm_banks_are_identical_on_both_ranks_and_match_one_process(runs):
+@pytest.mark.parametrize("variant", ["selfmm", "sugrm"])
+def test_ulgm_banks_are_identical_on_both_ranks_and_match_one_process(runs, variant):
     two, one = runs
-    rank0 = load_file(two / "ulgm_banks_rank0.safetensors")
-    rank1 = load_file(two / "ulgm_banks_rank1.safetensors")
-    single = load_file(one / "ulgm_banks_rank0.safetensors")
+    rank0 = load_file(two / f"ulgm_{variant}_banks_rank0.safetensors")
+    rank1 = load_file(two / f"ulgm_{variant}_banks_rank1.safetensors")
+    single = load_file(one / f"ulgm_{variant}_banks_rank0.safetensors")
     assert set(rank0) == set(single) and {"labels.a", "features.fused"} <= set(rank0)
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key

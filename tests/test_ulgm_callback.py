@@ -96,16 +96,17 @@ def test_one_update_equals_the_pure_rules_with_momentum(tmp_path, variant):
     torch.testing.assert_close(callback.features["fused"][rows], F_m)
 
 
-def test_resume_mid_epoch_restores_the_banks_and_gives_the_same_result(tmp_path):
-    full = ULGMCallback(variant="selfmm")
+@pytest.mark.parametrize("variant", ["sugrm", "selfmm"])
+def test_resume_mid_epoch_restores_the_banks_and_gives_the_same_result(tmp_path, variant):
+    full = ULGMCallback(variant=variant)
     full_trainer = train(tmp_path / "full", full, num_train_epochs=3)
     steps = math.ceil(len(TRAIN) / 12)
     cut_at = steps + steps // 2  # in the middle of epoch 2
-    train(tmp_path / "cut", ULGMCallback(variant="selfmm"), num_train_epochs=3, save_strategy="steps", save_steps=cut_at,
+    train(tmp_path / "cut", ULGMCallback(variant=variant), num_train_epochs=3, save_strategy="steps", save_steps=cut_at,
           max_steps=cut_at)
     checkpoint = tmp_path / "cut" / f"checkpoint-{cut_at}"
     assert (checkpoint / "ulgm_banks.safetensors").is_file()
-    resumed = ULGMCallback(variant="selfmm")
+    resumed = ULGMCallback(variant=variant)
     trainer = MultimodalTrainer(model=make_model(seed=5), args=make_args(tmp_path / "cut", num_train_epochs=3),
                                 train_dataset=TRAIN, callbacks=[resumed])
     trainer.train(resume_from_checkpoint=str(checkpoint))
@@ -181,3 +182,19 @@ def test_generated_labels_track_the_true_unimodal_labels_better_than_the_multimo
         generated = torch.corrcoef(torch.stack([callback.labels[name], truth]))[0, 1]
         multimodal = torch.corrcoef(torch.stack([y_m, truth]))[0, 1]
         assert generated > multimodal + 0.05, (name, float(generated), float(multimodal))
+
+
+def test_the_model_trains_without_labels_and_the_logged_terms_are_ulgm_s(tmp_path):
+    """The ULGM loss replaces the model's, so the model is not asked for its own (labels are withheld in training)
+    and the logged loss_<term> values are ULGM's: fused, each modality's weighted term and the alignment."""
+    model = make_model()
+    received_labels = []
+    forward = model.forward
+    model.forward = lambda **inputs: (received_labels.append("labels" in inputs), forward(**inputs))[1]
+    trainer = train(tmp_path, ULGMCallback(), model=model, num_train_epochs=3)
+    assert received_labels and not any(received_labels)
+    logged = [e for e in trainer.state.log_history if "loss_alignment" in e]
+    assert len(logged) == 3 and {"loss_fused", "loss_text", "loss_audio"} <= set(logged[0])
+    # Epochs 1 and 2 train on y_s = y_m (epoch 2's batches are relabelled after their loss), weight tanh(0) = 0.
+    assert logged[1]["loss_text"] == 0 and logged[1]["loss_audio"] == 0 and logged[1]["loss_alignment"] > 0
+    assert logged[2]["loss_text"] > 0

@@ -154,16 +154,18 @@ def main(out_dir: str, per_device_batch: int) -> None:
     result = run_active_learning(make_model, data["train"], make_args(out_dir, "active", per_device_batch), config,
                                  eval_dataset=data["validation"])
     rank = trainer.args.process_index
-    # ULGM (Self-MM variant) on a small regression set: every rank must hold the same banks.
+    # ULGM (both variants; sugrm with its default common-space alignment) on a small regression set: every rank
+    # must hold the same banks.
     regression = make_synthetic_regression(num_samples=160, modalities={"a": 6, "b": 4}, noise={"a": 0.3, "b": 1.0}, seed=0)
-    set_seed(0)
-    regressor = MMBalanceForRegression(MMBalanceConfig(modalities={"a": 6, "b": 4}, task="regression", common_space_size=4))
-    ulgm = ULGMCallback(variant="selfmm")
-    MultimodalTrainer(model=regressor, args=make_args(out_dir, "ulgm", per_device_batch, num_train_epochs=3),
-                      train_dataset=regression["train"], callbacks=[ulgm]).train()
-    banks = {f"labels.{k}": v.contiguous() for k, v in ulgm.labels.items()}
-    banks.update({f"features.{k}": v.contiguous() for k, v in ulgm.features.items()})
-    save_file(banks, os.path.join(out_dir, f"ulgm_banks_rank{rank}.safetensors"))
+    for variant in ("selfmm", "sugrm"):
+        set_seed(0)
+        regressor = MMBalanceForRegression(MMBalanceConfig(modalities={"a": 6, "b": 4}, task="regression", common_space_size=4))
+        ulgm = ULGMCallback(variant=variant)
+        MultimodalTrainer(model=regressor, args=make_args(out_dir, f"ulgm_{variant}", per_device_batch, num_train_epochs=3),
+                          train_dataset=regression["train"], callbacks=[ulgm]).train()
+        banks = {f"labels.{k}": v.contiguous() for k, v in ulgm.labels.items()}
+        banks.update({f"features.{k}": v.contiguous() for k, v in ulgm.features.items()})
+        save_file(banks, os.path.join(out_dir, f"ulgm_{variant}_banks_rank{rank}.safetensors"))
     with open(os.path.join(out_dir, f"active_rank{rank}.json"), "w") as handle:
         json.dump({"acquired": [r.acquired for r in result.state.rounds],
                    "phi": [r.mean_contributions for r in result.state.rounds]}, handle)
