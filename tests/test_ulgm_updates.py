@@ -215,3 +215,20 @@ def test_alignment_weight_defaults_per_variant_and_bad_values_are_named():
     for bad in (-0.1, float("nan"), "0.1", True):
         with pytest.raises(ValueError, match="alignment_weight"):
             ULGMConfig(alignment_weight=bad)
+
+
+def test_stacked_modalities_give_the_per_modality_labels():
+    """The callback generates every modality at once from a (M, B, d) stack: the same numbers as one call each."""
+    generator = torch.Generator().manual_seed(0)
+    fused, y = torch.randn(6, 3, generator=generator), torch.tensor([3.0, -3.0, 1.0, -0.5, 2.0, 0.0])
+    unimodal = torch.randn(2, 6, 3, generator=generator)
+    pos, neg = torch.randn(3, generator=generator), torch.randn(3, generator=generator)
+    uni_pos, uni_neg = torch.randn(2, 3, generator=generator), torch.randn(2, 3, generator=generator)
+    stacked = sugrm_unimodal_labels(y, fused, unimodal, pos, neg, torch.tensor(1.5), H)
+    selfmm = selfmm_unimodal_labels(y, fused, unimodal, pos, neg, uni_pos, uni_neg, H)
+    assert stacked.shape == selfmm.shape == (2, 6)
+    for m in range(2):
+        torch.testing.assert_close(stacked[m], sugrm_unimodal_labels(y, fused, unimodal[m], pos, neg, torch.tensor(1.5), H))
+        torch.testing.assert_close(selfmm[m], selfmm_unimodal_labels(y, fused, unimodal[m], pos, neg, uni_pos[m], uni_neg[m], H))
+    with pytest.raises(ValueError, match="common_space_size"):
+        sugrm_unimodal_labels(y, fused, torch.zeros(6, 4), pos, neg, 1.5, H)
