@@ -28,6 +28,11 @@ class DataArguments:
     views: list[str] | None = field(default=None, metadata={"help": "modality columns to use (default: all)"})
     standardize: bool = field(default=True, metadata={"help": "z-score each modality with train-split statistics"})
     split_seed: int = field(default=0, metadata={"help": "seed of the bundled datasets' fixed split"})
+    num_samples: int = field(default=1000, metadata={"help": "synthetic datasets: number of rows (all splits)"})
+    disagreement: float = field(
+        default=0.5,
+        metadata={"help": "synthetic_regression: std of each modality's own label around the shared sentiment"},
+    )
     test_split: str = field(default="test", metadata={"help": "split evaluated at the end ('' to skip)"})
 
 
@@ -57,9 +62,11 @@ def load_data(data_args: DataArguments):
     if data_args.dataset_name == "mfeat":
         dataset = load_mfeat(views=data_args.views, seed=data_args.split_seed)
     elif data_args.dataset_name == "synthetic":
-        dataset = make_synthetic_classification(seed=data_args.split_seed)
+        dataset = make_synthetic_classification(num_samples=data_args.num_samples, seed=data_args.split_seed)
     elif data_args.dataset_name == "synthetic_regression":
-        dataset = make_synthetic_regression(seed=data_args.split_seed)
+        dataset = make_synthetic_regression(
+            num_samples=data_args.num_samples, seed=data_args.split_seed, disagreement=data_args.disagreement
+        )
     elif os.path.isdir(data_args.dataset_name):
         from datasets import load_from_disk
 
