@@ -63,6 +63,17 @@ def test_unknown_dataset_is_a_clear_error(tmp_path, capsys):
     assert "dataset_name='nope'" in capsys.readouterr().err
 
 
+def test_synthetic_regression_size_and_disagreement_come_from_the_recipe():
+    from hf_mmbalance.cli.train import load_data
+
+    data = load_data(DataArguments(dataset_name="synthetic_regression", num_samples=200, disagreement=3.0))
+    assert sum(len(split) for split in data.values()) == 200 and len(data["train"]) == 140
+    far = load_data(DataArguments(dataset_name="synthetic_regression", num_samples=200, disagreement=0.0))["train"]
+    assert far["true_text"] == far["true_audio"]  # no disagreement: every modality sees the shared sentiment
+    with pytest.raises(ValueError, match="disagreement"):
+        load_data(DataArguments(dataset_name="synthetic_regression", disagreement=-1.0))
+
+
 LOAD_BACK = """
 import json, sys, torch
 from transformers import AutoModelForSequenceClassification
