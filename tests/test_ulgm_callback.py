@@ -137,6 +137,22 @@ def test_unsupported_set_ups_are_named(tmp_path):
                           callbacks=[ULGMCallback()]).train()
     with pytest.raises(ValueError, match="unimodal_heads=True"):
         train(tmp_path, ULGMCallback(), model=make_model(unimodal_heads=False))
+    duplicated = TRAIN.map(lambda row, index: {"sample_idx": index // 2}, with_indices=True)
+    with pytest.raises(ValueError, match="unique `sample_idx`"):
+        MultimodalTrainer(model=make_model(), args=make_args(tmp_path), train_dataset=duplicated,
+                          callbacks=[ULGMCallback()]).train()
+    with pytest.raises(ValueError, match=r"label_range\), got labels from"):
+        MultimodalTrainer(model=make_model(), args=make_args(tmp_path), train_dataset=TRAIN,
+                          callbacks=[ULGMCallback(label_range=1.0)]).train()
+    uneven = {"text": {"input_size": 8, "feature_size": 4}, "audio": {"input_size": 6, "feature_size": 5}}
+    with pytest.raises(ValueError, match="one size, got"):
+        train(tmp_path, ULGMCallback(variant="selfmm"), model=make_model(modalities=uneven, common_space_size=None))
+    with pytest.raises(ValueError, match="common_space_size"):  # SUGRM: F*_s and F*_m must share one space
+        train(tmp_path, ULGMCallback(), model=make_model(common_space_size=None), num_train_epochs=2)
+    callback = ULGMCallback()
+    train(tmp_path, callback, num_train_epochs=1)
+    with pytest.raises(ValueError, match="not in the training set"):
+        callback.rows_of(torch.tensor([10**6]))
     from datasets import Value
 
     classification = TRAIN.map(lambda row: {"labels": int(row["labels"] > 0)}).cast_column("labels", Value("int64"))

@@ -92,6 +92,10 @@ class ULGMCallback(BalancingCallback):
             raise ValueError("ULGMCallback needs a unique `sample_idx` per training row; the column has duplicates")
         self.sample_ids = ids
         multimodal = torch.as_tensor(table["labels"]).float().reshape(-1)
+        H = self.config.label_range
+        if not bool((multimodal.abs() <= H).all()):
+            raise ValueError(f"ULGM needs multimodal labels in [-H, H] = [{-H}, {H}] (ULGMConfig.label_range), got "
+                             f"labels from {float(multimodal.min())} to {float(multimodal.max())}")
         if self._label_bank is not None:  # resume: the checkpoint's banks are already loaded
             self._label_bank[0] = multimodal
         else:
