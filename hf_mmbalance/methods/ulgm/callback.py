@@ -151,11 +151,9 @@ class ULGMCallback(BalancingCallback):
         if not self.names:
             self._initialize(outputs)
         rows = self.rows_of(inputs["sample_idx"])
-        device = outputs.logits.device
-        y_m = self.labels["fused"][rows].to(device)
-        unimodal_targets = {name: self.labels[name][rows].to(device) for name in self.names}
+        targets = self._label_bank[:, rows].to(outputs.logits.device)  # y_m, then y_s per modality
         unimodal_preds = {name: outputs.unimodal_logits[name] for name in self.names}
-        terms = ulgm_loss_terms(outputs.logits, y_m, unimodal_preds, unimodal_targets)
+        terms = ulgm_loss_terms(outputs.logits, targets[0], unimodal_preds, dict(zip(self.names, targets[1:])))
         fused, unimodal = self._common_features(outputs)
         if self.config.alignment_weight > 0:
             terms["alignment"] = self.config.alignment_weight * common_space_alignment_loss(

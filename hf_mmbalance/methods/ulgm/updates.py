@@ -271,17 +271,14 @@ def ulgm_loss_terms(
     """
     if set(unimodal_preds) != set(y_s):
         raise ValueError(f"unimodal_preds names {sorted(unimodal_preds)} but y_s names {sorted(y_s)}")
-    target_m = y_m.detach().reshape(-1).to(device=fused_pred.device, dtype=fused_pred.dtype)
-    terms = {"fused": (fused_pred.reshape(-1) - target_m).abs().mean()}
-    if not unimodal_preds:
-        return terms
-    # All modalities as one (M, B) stack: a handful of kernels instead of a handful per modality.
+    # Every head as one (1 + M, B) stack, fused first with weight 1: a handful of kernels for all the terms.
     names = list(unimodal_preds)
-    predictions = torch.stack([unimodal_preds[name].reshape(-1) for name in names])
-    targets = torch.stack([y_s[name].detach().reshape(-1) for name in names]).to(predictions.device, predictions.dtype)
-    weights = unimodal_loss_weights(targets, target_m.to(predictions.device)).to(predictions.dtype)
-    terms.update(zip(names, (weights * (predictions - targets).abs()).mean(dim=-1).unbind()))
-    return terms
+    predictions = torch.stack([fused_pred.reshape(-1), *(unimodal_preds[name].reshape(-1) for name in names)])
+    targets = torch.stack([y_m.detach().reshape(-1), *(y_s[name].detach().reshape(-1) for name in names)])
+    targets = targets.to(predictions.device, predictions.dtype)
+    weights = unimodal_loss_weights(targets, targets[0])
+    weights[0] = 1.0
+    return dict(zip(["fused", *names], (weights * (predictions - targets).abs()).mean(dim=-1).unbind()))
 
 
 def ulgm_loss(
