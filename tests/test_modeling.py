@@ -219,4 +219,5 @@ def test_checkpoint_loads_with_remote_code_in_a_process_without_the_package(tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["imported"] == [] and report["class"] == model_class.__name__
-    torch.testing.assert_close(torch.tensor(report["logits"]), model(**inputs).logits, rtol=0, atol=0)
+    # Not bit-equality: MKL may take another code path for a reloaded (differently aligned) weight (HF_NOTES.md).
+    torch.testing.assert_close(torch.tensor(report["logits"]), model(**inputs).logits, rtol=1e-5, atol=1e-6)

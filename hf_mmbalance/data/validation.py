@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from .mfeat import arrow_table
 
-__all__ = ["DatasetValidationError", "validate_dataset"]
+__all__ = ["DatasetValidationError", "RAW_KINDS", "column_kind", "validate_backbone_columns", "validate_dataset"]
 
 _TASKS = ("classification", "regression")
 
@@ -50,14 +50,15 @@ def validate_dataset(
     """Raise :class:`DatasetValidationError` if ``dataset`` cannot feed a model with these inputs.
 
     ``modalities`` maps column name -> input size: an int for a feature vector of that length, or
-    ``(seq_len, dim)`` for a sequence (``seq_len=None`` allows any length; ``dim`` must match).
+    ``(seq_len, dim)`` for a sequence (``seq_len=None`` allows any length; ``dim`` must match). It may be empty
+    (every modality feeds a backbone, see `validate_backbone_columns`): then only the labels are checked.
     Checked: every modality column and ``label_column`` exist; modality columns hold floats with the
     declared length/shape, no nulls and no NaN/inf; classification labels are integers in
     ``[0, num_labels)`` (only ``>= 0`` when ``num_labels`` is None); regression labels are finite numbers.
     A ``DatasetDict`` is checked split by split and errors start with the split name.
     """
-    if not isinstance(modalities, Mapping) or not modalities:
-        raise ValueError(f"modalities must be a non-empty mapping of column name -> input size, got {modalities!r}")
+    if not isinstance(modalities, Mapping):
+        raise ValueError(f"modalities must be a mapping of column name -> input size, got {modalities!r}")
     specs = {name: _parse_spec(name, size) for name, size in modalities.items()}
     if task not in _TASKS:
         raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
@@ -228,3 +229,99 @@ def _check_labels(column: pa.ChunkedArray, name: str, num_labels: int | None, ta
             f"{what}: regression targets contain NaN or inf ({int((~finite).sum())} values), "
             f"first at row {_to_row(first, row_maps)}"
         )
+
+
+# ----- columns that feed a pretrained backbone (`encoder="auto"`) -----
+RAW_KINDS = ("image", "frames", "audio", "text")
+
+
+def column_kind(feature) -> str:
+    """What a column holds, from its `datasets` feature: a raw `image` (`Image`), `frames` (a list of `Image`),
+    `audio` (`Audio`, or `{array, sampling_rate}` structs), `text` (strings), or `numeric` (processed values)."""
+    if isinstance(feature, datasets.Image):
+        return "image"
+    if isinstance(feature, (datasets.List, datasets.Sequence)) and isinstance(feature.feature, datasets.Image):
+        return "frames"
+    if isinstance(feature, datasets.Audio) or (isinstance(feature, dict) and {"array", "sampling_rate"} <= set(feature)):
+        return "audio"
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        return "text"
+    return "numeric"
+
+
+def validate_backbone_columns(
+    dataset: datasets.Dataset,
+    modality: str,
+    main_input: str,
+    per_sample_ndim: int | None,
+    floating: bool | None,
+    extra_inputs: tuple[str, ...],
+    processed_kinds: tuple[str, ...] = (),
+    where: str = "",
+) -> None:
+    """Raise `DatasetValidationError` naming the column unless `dataset` can feed modality `modality`'s backbone.
+
+    Column `modality` holds the backbone's main input `main_input`: either a raw value that a processor turns into
+    it (`processed_kinds`: the raw kinds the trainer's processor handles for this modality), or processed numbers
+    with `per_sample_ndim` dims per row (None: the backbone checks) of floats (`floating=True`) or integer ids.
+    Columns `modality_<name>` must name one of the backbone's `extra_inputs` and hold numbers.
+    """
+    present = dataset.column_names
+    what = f"{where}modality column {modality!r}"
+    if modality not in present:
+        raise DatasetValidationError(
+            f"{where}missing modality column {modality!r} (the backbone's {main_input}, raw or processed); "
+            f"columns present: {present}"
+        )
+    feature = dataset.features[modality]
+    kind = column_kind(feature)
+    if kind in RAW_KINDS:
+        if kind not in processed_kinds:
+            handled = f"the processor handles {list(processed_kinds)} for it" if processed_kinds else "no processor handles it"
+            raise DatasetValidationError(
+                f"{what}: holds raw {kind} values ({feature}) but {handled}; pass processing_class=MultimodalProcessor"
+                f"(...) with a processor for {modality!r} that takes {kind}, or process the column into {main_input} "
+                "with Dataset.map first"
+            )
+    elif processed_kinds:
+        raise DatasetValidationError(
+            f"{what}: the processor expects raw {list(processed_kinds)} values here, found processed {feature}"
+        )
+    else:
+        _check_processed_backbone_input(dataset, modality, main_input, per_sample_ndim, floating, what)
+    for extra in extra_inputs:
+        column = f"{modality}_{extra}"
+        if column not in present or column_kind(dataset.features[column]) != "numeric":
+            if column in present:
+                raise DatasetValidationError(f"{where}column {column!r} (the backbone's {extra} of modality {modality!r}) must hold numbers")
+            continue
+        leaf, _ = _leaf_type(_unwrap(arrow_table(dataset, [column]).column(column)).type)
+        if not (pa.types.is_integer(leaf) or pa.types.is_floating(leaf) or pa.types.is_boolean(leaf)):
+            raise DatasetValidationError(
+                f"{where}column {column!r} (the backbone's {extra} of modality {modality!r}) must hold numbers, "
+                f"found dtype {leaf}"
+            )
+
+
+def _check_processed_backbone_input(dataset, modality, main_input, per_sample_ndim, floating, what) -> None:
+    arr = _unwrap(arrow_table(dataset, [modality]).column(modality))
+    leaf, depth = _leaf_type(arr.type)
+    if floating is not None:
+        if floating and not pa.types.is_floating(leaf):
+            raise DatasetValidationError(f"{what}: the backbone's {main_input} must be floats, found dtype {leaf}")
+        if not floating and not pa.types.is_integer(leaf):
+            raise DatasetValidationError(
+                f"{what}: the backbone's {main_input} must be integer token ids, found dtype {leaf}"
+                + ("; tokenize the text with the modality's tokenizer" if pa.types.is_string(leaf) else "")
+            )
+    if per_sample_ndim is not None and depth != per_sample_ndim:
+        raise DatasetValidationError(
+            f"{what}: the backbone's {main_input} needs {per_sample_ndim} dims per row, found {depth}"
+        )
+    if pa.types.is_floating(leaf):
+        level = arr
+        for _ in range(depth):
+            level = level.flatten()
+        values = level.to_numpy(zero_copy_only=False)
+        if values.size and not np.isfinite(values).all():
+            raise DatasetValidationError(f"{what}: contains NaN or inf ({int((~np.isfinite(values)).sum())} values)")

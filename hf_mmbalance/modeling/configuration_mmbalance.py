@@ -32,10 +32,27 @@ ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_length": 512,
         "pooling": "mean",
     },
-    # `backbone`: a model name or a local path; `backbone_config`: that model's config as a dict, filled in
-    # when the config is created so that a saved checkpoint rebuilds the backbone without reaching it again.
-    "auto": {"backbone": None, "backbone_config": None, "pooling": "cls", "feature_size": None},
+    # `backbone`: a model name or a local path; `backbone_config`: that model's config as a dict (or a config object),
+    # filled in when the config is created so that a saved checkpoint rebuilds the backbone without reaching it again.
+    # `tower`: one tower of a multi-tower config (CLIP `vision` / `text`); `frames`: the input is (batch, frames, ...)
+    # of images for an image backbone, pooled over time with `temporal_pooling`.
+    "auto": {
+        "backbone": None,
+        "backbone_config": None,
+        "pooling": "auto",
+        "feature_size": None,
+        "tower": None,
+        "frames": False,
+        "temporal_pooling": "mean",
+        "gradient_checkpointing": False,
+    },
 }
+# Training controls every encoder kind takes: `freeze` (True = the whole encoder; an int N = an auto backbone's
+# embeddings and first N layers) and `learning_rate` (this modality's optimizer parameter groups; None = the
+# Trainer's learning rate).
+TRAINING_DEFAULTS: dict[str, Any] = {"freeze": False, "learning_rate": None}
+POOLINGS = ("auto", "pooler", "first", "cls", "mean")
+TEMPORAL_POOLINGS = ("mean", "max")
 
 
 class MMBalanceConfigError(ValueError):
@@ -56,12 +73,17 @@ def _normalize_modality(name: str, settings: Any) -> dict[str, Any]:
         raise MMBalanceConfigError(
             f"modalities[{name!r}].encoder={encoder!r} is unknown; expected one of {list(ENCODERS)}"
         )
-    merged = {**copy.deepcopy(ENCODER_DEFAULTS[encoder]), **settings}
+    if hasattr(settings.get("backbone_config"), "to_dict"):
+        settings["backbone_config"] = settings["backbone_config"].to_dict()
+    merged = {**copy.deepcopy(TRAINING_DEFAULTS), **copy.deepcopy(ENCODER_DEFAULTS[encoder]), **settings}
+    _check_training_controls(name, merged)
     if encoder == "auto":
         if not merged.get("backbone") and not merged.get("backbone_config"):
             raise MMBalanceConfigError(
-                f"modalities[{name!r}] uses encoder='auto' and needs `backbone` (a model name or local path)"
+                f"modalities[{name!r}] uses encoder='auto' and needs `backbone` (a model name or local path) "
+                "or `backbone_config` (a transformers config or its dict)"
             )
+        _check_backbone_fields(name, merged)
         merged.setdefault("input_size", None)
     else:
         size = merged.get("input_size")
@@ -77,6 +99,49 @@ def _normalize_modality(name: str, settings: Any) -> dict[str, Any]:
     return merged
 
 
+def _check_training_controls(name: str, settings: dict[str, Any]) -> None:
+    freeze = settings["freeze"]
+    if not isinstance(freeze, bool) and not (isinstance(freeze, int) and freeze >= 0):
+        raise MMBalanceConfigError(
+            f"modalities[{name!r}].freeze must be true/false or the number of first backbone layers to freeze, got {freeze!r}"
+        )
+    if not isinstance(freeze, bool) and freeze and settings["encoder"] != "auto":
+        raise MMBalanceConfigError(
+            f"modalities[{name!r}].freeze={freeze}: freezing the first N layers needs encoder='auto'; use freeze: true"
+        )
+    rate = settings["learning_rate"]
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf")):
+        raise MMBalanceConfigError(f"modalities[{name!r}].learning_rate must be None or a positive number, got {rate!r}")
+
+
+def _check_backbone_fields(name: str, settings: dict[str, Any]) -> None:
+    if settings["pooling"] not in POOLINGS:
+        raise MMBalanceConfigError(
+            f"modalities[{name!r}].pooling={settings['pooling']!r} is unknown for encoder='auto'; expected one of {list(POOLINGS)}"
+        )
+    if settings["temporal_pooling"] not in TEMPORAL_POOLINGS:
+        raise MMBalanceConfigError(
+            f"modalities[{name!r}].temporal_pooling={settings['temporal_pooling']!r} is unknown; "
+            f"expected one of {list(TEMPORAL_POOLINGS)}"
+        )
+    for field in ("frames", "gradient_checkpointing"):
+        if not isinstance(settings[field], bool):
+            raise MMBalanceConfigError(f"modalities[{name!r}].{field} must be true or false, got {settings[field]!r}")
+    tower = settings["tower"]
+    if tower is not None and not (isinstance(tower, str) and tower):
+        raise MMBalanceConfigError(f"modalities[{name!r}].tower must be None or a tower name such as 'vision', got {tower!r}")
+    backbone_config = settings.get("backbone_config")
+    if backbone_config is not None and not (isinstance(backbone_config, dict) and backbone_config.get("model_type")):
+        raise MMBalanceConfigError(
+            f"modalities[{name!r}].backbone_config must be a transformers config or its to_dict() with a 'model_type'"
+        )
+    if tower is not None and backbone_config is not None and not isinstance(backbone_config.get(f"{tower}_config"), dict):
+        raise MMBalanceConfigError(
+            f"modalities[{name!r}].tower={tower!r}: the {backbone_config['model_type']!r} backbone_config has no "
+            f"'{tower}_config'"
+        )
+
+
 class MMBalanceConfig(PreTrainedConfig):
     r"""Configuration of a multimodal model: one encoder per modality, a fusion, a fused head and
     optional unimodal heads.
@@ -88,6 +153,12 @@ class MMBalanceConfig(PreTrainedConfig):
             `encoder="transformer"` for sequences `(batch, length, input_size)` with an optional
             `<name>_attention_mask`; `encoder="auto"` with `backbone=<name or local path>` for any
             `AutoModel`). The order is the order of the fused features.
+            An `auto` modality `m` reads the backbone's main input (`pixel_values`, `input_values`, `input_features`,
+            `input_ids`, ...) from the batch key `m` and its other inputs from `m_<name>` (`m_attention_mask`,
+            `m_token_type_ids`, ...); its settings: `backbone` / `backbone_config`, `pooling` (auto | pooler |
+            first | mean), `feature_size` (a projection; None = the backbone's width), `tower` (one tower of CLIP),
+            `frames` + `temporal_pooling` (video frames through an image backbone), `gradient_checkpointing`.
+            Every modality: `freeze` (true, or N first backbone layers) and `learning_rate` (its own optimizer groups).
         fusion (`str`): `concat`, `sum`, `gated`, `amw` (Ada2I Adaptive Modality Weighting, Eq. 8-9) or `afw`
             (Ada2I Adaptive Feature Weighting, Eq. 3-7, feeding AMW, as the paper). `amw` and `afw` are for
             classification only and add the loss terms `modal` (L_modal, Eq. 13) and, for `afw`, `feature`

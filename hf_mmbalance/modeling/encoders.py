@@ -1,4 +1,8 @@
-"""Per-modality encoders: each maps one modality's input to a feature vector z_m of size `feature_size`."""
+"""Per-modality encoders: each maps one modality's input to a feature vector z_m of size `feature_size`.
+
+Every encoder is called as `encoder(main_input, **extras)` and names the extra keyword inputs it takes in
+`extra_inputs` (the model routes the batch's `<modality>_<name>` keys to them).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .backbone import AutoBackboneEncoder, masked_mean
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -30,16 +36,10 @@ class MLPEncoder(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.feature_size = feature_size
 
-    def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    extra_inputs: tuple[str, ...] = ()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.layers(inputs)
-
-
-def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean over the sequence of the positions whose mask is 1 (all positions when no mask)."""
-    if attention_mask is None:
-        return hidden.mean(dim=1)
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
 class TransformerSequenceEncoder(nn.Module):
@@ -76,6 +76,8 @@ class TransformerSequenceEncoder(nn.Module):
         self.pooling = pooling
         self.feature_size = feature_size
 
+    extra_inputs = ("attention_mask",)
+
     def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         length = inputs.shape[1]
         if length > self.max_length:
@@ -87,41 +89,6 @@ class TransformerSequenceEncoder(nn.Module):
         if self.pooling == "first":
             return hidden[:, 0]
         return masked_mean(hidden, attention_mask)
-
-
-class AutoBackboneEncoder(nn.Module):
-    """Any `transformers` backbone, rebuilt from its saved config; pooled to one vector per sample.
-
-    The backbone is built with `AutoModel.from_config` (random weights) so that `from_pretrained` of an
-    hf_mmbalance checkpoint never reaches the backbone's original location; pretrained backbone weights are
-    loaded explicitly by `MMBalancePreTrainedModel.load_backbone_weights()`. An optional linear projection
-    maps the backbone's hidden size to `feature_size`.
-    """
-
-    def __init__(self, backbone_config: dict[str, Any], pooling: str, feature_size: int | None, trust_remote_code: bool):
-        super().__init__()
-        from transformers import AutoConfig, AutoModel
-
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling={pooling!r} is unknown for an auto backbone; expected 'cls' or 'mean'")
-        config_dict = dict(backbone_config)
-        model_type = config_dict.pop("model_type")
-        config = AutoConfig.for_model(model_type, **config_dict)
-        self.backbone = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
-        hidden_size = config.hidden_size
-        self.projection = nn.Linear(hidden_size, feature_size) if feature_size else nn.Identity()
-        self.feature_size = feature_size or hidden_size
-        self.pooling = pooling
-
-    def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # Integer inputs are token ids; float inputs are embeddings / pixel-free dense inputs.
-        if inputs.is_floating_point():
-            outputs = self.backbone(inputs_embeds=inputs, attention_mask=attention_mask)
-        else:
-            outputs = self.backbone(input_ids=inputs, attention_mask=attention_mask)
-        hidden = outputs.last_hidden_state
-        pooled = hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, attention_mask)
-        return self.projection(pooled)
 
 
 def build_encoder(settings: dict[str, Any]) -> nn.Module:
@@ -149,8 +116,11 @@ def build_encoder(settings: dict[str, Any]) -> nn.Module:
     if kind == "auto":
         return AutoBackboneEncoder(
             settings["backbone_config"],
-            settings["pooling"],
-            settings.get("feature_size"),
-            bool(settings.get("trust_remote_code", False)),
+            pooling=settings["pooling"],
+            feature_size=settings.get("feature_size"),
+            trust_remote_code=bool(settings.get("trust_remote_code", False)),
+            tower=settings.get("tower"),
+            frames=bool(settings.get("frames", False)),
+            temporal_pooling=settings.get("temporal_pooling", "mean"),
         )
     raise ValueError(f"encoder={kind!r} is unknown; expected 'mlp', 'transformer' or 'auto'")

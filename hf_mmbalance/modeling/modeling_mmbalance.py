@@ -14,6 +14,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .backbone import BackboneInputError, freeze_backbone, pretrained_backbone_state
 from .configuration_mmbalance import MMBalanceConfig
 from .encoders import build_encoder
 from .fusion import build_fusion
@@ -71,21 +72,67 @@ class MMBalancePreTrainedModel(PreTrainedModel):
         elif hasattr(module, "reset_parameters") and not isinstance(module, PreTrainedModel):
             module.reset_parameters()
 
-    def load_backbone_weights(self) -> None:
-        """Load the pretrained weights of every `encoder="auto"` modality from its `backbone` name or path.
+    def load_backbone_weights(self, modalities: list[str] | None = None) -> None:
+        """Load the pretrained weights of every `encoder="auto"` modality (or of `modalities`) from its `backbone`
+        name or path: the whole model, the encoder of an encoder-decoder (Whisper), or the `tower` of a multi-tower
+        model (CLIP's vision or text tower).
 
         Kept out of `__init__` because `from_pretrained` builds the model on the meta device and then
         loads the hf_mmbalance checkpoint, which already holds the (fine-tuned) backbone weights.
         """
         from transformers import AutoModel
 
-        for name, settings in self.config.modalities.items():
-            if settings["encoder"] != "auto":
-                continue
+        names = [name for name, s in self.config.modalities.items() if s["encoder"] == "auto"] if modalities is None else modalities
+        for name in names:
+            settings = self.config.modalities[name]
+            if settings["encoder"] != "auto" or not settings.get("backbone"):
+                raise ValueError(f"modality {name!r} has no `backbone` to load pretrained weights from")
             pretrained = AutoModel.from_pretrained(
                 settings["backbone"], trust_remote_code=bool(settings.get("trust_remote_code", False))
             )
-            self.encoders[name].backbone.load_state_dict(pretrained.state_dict())
+            backbone = self.encoders[name].backbone
+            backbone.load_state_dict(pretrained_backbone_state(pretrained, backbone, settings.get("tower")))
+
+    @property
+    def supports_gradient_checkpointing(self) -> bool:
+        return any(backbone.supports_gradient_checkpointing for backbone in self._backbones())
+
+    def _backbones(self) -> list[nn.Module]:
+        return [encoder.backbone for encoder in self.encoders.values() if hasattr(encoder, "backbone")]
+
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Activation checkpointing inside every backbone that supports it (what `TrainingArguments(
+        activation_checkpointing=True)` calls); the small heads and fusions are cheap to keep."""
+        supported = [backbone for backbone in self._backbones() if backbone.supports_gradient_checkpointing]
+        if not supported:
+            raise ValueError("activation checkpointing needs at least one encoder='auto' backbone that supports it")
+        for backbone in supported:
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs, every_n_layers, offload)
+
+    def activation_checkpointing_disable(self) -> None:
+        for backbone in self._backbones():
+            if backbone.supports_gradient_checkpointing:
+                backbone.activation_checkpointing_disable()
+
+    def apply_training_controls(self) -> None:
+        """Each modality's `freeze` and `gradient_checkpointing` settings (called by `__init__`; call it again after
+        `load_backbone_weights` only if you changed the settings)."""
+        for name, settings in self.config.modalities.items():
+            encoder = self.encoders[name]
+            if settings["freeze"] is True:
+                for parameter in encoder.parameters():
+                    parameter.requires_grad_(False)
+            elif settings["freeze"]:
+                freeze_backbone(encoder.backbone, settings["freeze"])
+            if settings.get("gradient_checkpointing"):
+                if not encoder.backbone.supports_gradient_checkpointing:
+                    raise BackboneInputError(
+                        f"modalities[{name!r}].gradient_checkpointing: a {type(encoder.backbone).__name__} does not "
+                        "support gradient checkpointing"
+                    )
+                encoder.backbone.activation_checkpointing_enable()
 
 
 class MMBalanceModel(MMBalancePreTrainedModel):
@@ -127,28 +174,51 @@ class MMBalanceModel(MMBalancePreTrainedModel):
             if config.unimodal_heads
             else {}
         )
+        self._routes = self._input_routes()
         self.post_init()
+        self.apply_training_controls()
+
+    @property
+    def input_names(self) -> list[str]:
+        """Every batch key the model reads: each modality's main input `m` and its extra inputs `m_<name>`."""
+        return [*self.modality_names, *self._routes]
+
+    def _input_routes(self) -> dict[str, tuple[str, str]]:
+        """Batch key -> (modality, encoder keyword): `m_<name>` for every extra input encoder m takes."""
+        routes: dict[str, tuple[str, str]] = {}
+        for name, encoder in self.encoders.items():
+            for extra in encoder.extra_inputs:
+                key = f"{name}_{extra}"
+                if key in self.modality_names or key in routes:
+                    raise ValueError(f"batch key {key!r} would feed two inputs; rename modality {name!r}")
+                routes[key] = (name, extra)
+        return routes
 
     def _split_inputs(self, inputs: dict[str, torch.Tensor]) -> tuple[dict, dict]:
-        expected = set(self.modality_names) | {name + ATTENTION_MASK_SUFFIX for name in self.modality_names}
-        unknown = sorted(set(inputs) - expected)
+        """(main input by modality, extra keyword inputs by modality) from the namespaced batch keys."""
+        unknown = sorted(key for key in inputs if key not in self._routes and key not in self.encoders)
         if unknown:
+            accepted = sorted([*self.modality_names, *self._routes])
             raise ValueError(
-                f"unexpected model inputs {unknown}; this model takes the modalities {self.modality_names} "
-                f"(and optional '<modality>{ATTENTION_MASK_SUFFIX}'), plus 'labels' and 'sample_idx'"
+                f"unexpected model inputs {unknown}; this model takes the modalities' main inputs and their extra "
+                f"inputs {accepted}, plus 'labels' and 'sample_idx'"
             )
         missing = [name for name in self.modality_names if inputs.get(name) is None]
         if missing:
             raise ValueError(f"missing modality inputs {missing}; this model takes {self.modality_names}")
         values = {name: inputs[name] for name in self.modality_names}
-        masks = {name: inputs.get(name + ATTENTION_MASK_SUFFIX) for name in self.modality_names}
+        extras: dict[str, dict[str, torch.Tensor]] = {name: {} for name in self.modality_names}
+        for key, (name, argument) in self._routes.items():
+            if inputs.get(key) is not None:
+                extras[name][argument] = inputs[key]
         for name, value in values.items():
             self._check_input_shape(name, value)
-        return values, masks
+        return values, extras
 
     def _check_input_shape(self, name: str, value: torch.Tensor) -> None:
         settings = self.config.modalities[name]
         if settings["encoder"] == "auto":
+            self.encoders[name].check_input(name, value)
             return
         expected_ndim = 2 if settings["encoder"] == "mlp" else 3
         layout = "(batch, features)" if expected_ndim == 2 else "(batch, length, features)"
@@ -160,12 +230,13 @@ class MMBalanceModel(MMBalancePreTrainedModel):
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-modality features z_m."""
-        values, masks = self._split_inputs(inputs)
+        values, extras = self._split_inputs(inputs)
         dtype = self.dtype
         if self.recalibration is not None:
+            masks = {name: extras[name].get("attention_mask") for name in values}
             values = self.recalibration({n: v.to(dtype) for n, v in values.items()}, masks)
         return {
-            name: self.encoders[name](value.to(dtype) if value.is_floating_point() else value, masks[name])
+            name: self.encoders[name](value.to(dtype) if value.is_floating_point() else value, **extras[name])
             for name, value in values.items()
         }
 

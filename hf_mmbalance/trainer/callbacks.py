@@ -24,6 +24,11 @@ class BalancingCallback(TrainerCallback):
             raise TypeError(f"pass either a {config_class.__name__} or its fields as keyword arguments, not both")
         return config if config is not None else config_class(**options)
 
+    # The collator the trainer batches the training set with (set by `MultimodalTrainer` before it builds the train
+    # sampler): a method that runs its own passes over the data (BSS scoring) batches raw or variable-length rows
+    # with it, exactly as training does. None = slice fixed-size columns.
+    data_collator: Any = None
+
     # Shown in the model card: the method's tag and the paper's BibTeX entry.
     method_name: str | None = None
     citation: str | None = None

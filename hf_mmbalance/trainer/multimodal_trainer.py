@@ -12,12 +12,13 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..data import validate_dataset
+from ..data.validation import RAW_KINDS, column_kind, validate_backbone_columns
 from ..hub import render_model_card
-from ..modeling import ATTENTION_MASK_SUFFIX, MMBalanceConfig
+from ..modeling import MMBalanceConfig
+from .batches import SAMPLE_ID_COLUMN
 from .callbacks import BalancingCallback
 from .metrics import build_compute_metrics
-
-SAMPLE_ID_COLUMN = "sample_idx"
+from .optimizer import modality_parameter_groups
 
 
 def modality_schema(config: MMBalanceConfig) -> dict[str, Any]:
@@ -30,6 +31,40 @@ def modality_schema(config: MMBalanceConfig) -> dict[str, Any]:
             schema[name] = (None, settings["input_size"])
         # `auto` backbones take token ids or embeddings whose shape the backbone itself checks.
     return schema
+
+
+def multimodal_processor(processing_class):
+    """`processing_class` when it is a `MultimodalProcessor` (imported here: the processing layer loads the HF
+    processors' modules, which a model on feature vectors never needs), else None."""
+    if processing_class is None:
+        return None
+    from ..processing import MultimodalProcessor
+
+    return processing_class if isinstance(processing_class, MultimodalProcessor) else None
+
+
+def validate_model_inputs(dataset, model, processor, where: str = "") -> None:
+    """Every `encoder="auto"` modality's columns: raw values the processor handles, or the backbone's own input."""
+    for name, settings in model.config.modalities.items():
+        if settings["encoder"] != "auto":
+            continue
+        encoder = model.encoders[name]
+        ndim, floating = encoder.per_sample_input or (None, None)
+        validate_backbone_columns(
+            dataset,
+            name,
+            encoder.main_input_name,
+            ndim,
+            floating,
+            encoder.extra_inputs,
+            processed_kinds=processor.raw_kinds(name) if processor is not None else (),
+            where=where,
+        )
+
+
+def has_raw_columns(dataset, model) -> bool:
+    """True when a modality column holds raw images / audio / text (a collator must process it per batch)."""
+    return any(name in dataset.features and column_kind(dataset.features[name]) in RAW_KINDS for name in model.config.modalities)
 
 
 def without_sample_ids(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -59,9 +94,16 @@ class MultimodalTrainer(Trainer):
             )
         if kwargs.get("compute_metrics") is None:
             kwargs["compute_metrics"] = build_compute_metrics(config.modality_names, config.task)
+        processor = multimodal_processor(kwargs.get("processing_class"))
+        if kwargs.get("data_collator") is None and processor is not None:
+            from ..processing import MultimodalDataCollator
+
+            kwargs["data_collator"] = MultimodalDataCollator(processor)
+        # A collator the user or the processor chose also batches the methods' own passes over the data (BSS).
+        self._method_collator = kwargs.get("data_collator")
         for key in ("train_dataset", "eval_dataset"):
             if kwargs.get(key) is not None:
-                kwargs[key] = self._prepared_dataset(kwargs[key], config, key, validate_datasets)
+                kwargs[key] = self._prepared_dataset(kwargs[key], model, processor, key, validate_datasets)
         super().__init__(model, args, *trainer_args, **kwargs)
         if self.args.label_names is None:
             self.label_names = ["labels"]
@@ -73,11 +115,15 @@ class MultimodalTrainer(Trainer):
 
     # ----- data -----
     @staticmethod
-    def _prepared_dataset(dataset, config: MMBalanceConfig, field: str, validate: bool):
+    def _prepared_dataset(dataset, model, processor, field: str, validate: bool):
         import datasets
 
+        config = model.config
         if isinstance(dataset, dict) and not isinstance(dataset, datasets.Dataset):
-            return {name: MultimodalTrainer._prepared_dataset(d, config, f"{field}[{name!r}]", validate) for name, d in dataset.items()}
+            return {
+                name: MultimodalTrainer._prepared_dataset(d, model, processor, f"{field}[{name!r}]", validate)
+                for name, d in dataset.items()
+            }
         if not isinstance(dataset, datasets.Dataset):
             return dataset
         if validate:
@@ -87,21 +133,28 @@ class MultimodalTrainer(Trainer):
                 num_labels=config.num_labels if config.task == "classification" else None,
                 task=config.task,
             )
+            validate_model_inputs(dataset, model, processor, where=f"{field}: ")
+        if dataset.format["type"] is not None or has_raw_columns(dataset, model):
+            return dataset  # a processing transform, or raw values the collator processes: keep Python objects
         # Tensors straight from Arrow: the default collator then only stacks them.
-        return dataset.with_format("torch") if dataset.format["type"] is None else dataset
+        return dataset.with_format("torch")
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            names = self.model.config.modality_names
             self._signature_columns = [
-                *names,
-                *(name + ATTENTION_MASK_SUFFIX for name in names),
+                *self.model.input_names,
+                *self._processor_columns(),
                 SAMPLE_ID_COLUMN,
                 "labels",
                 "label",
                 "label_ids",
                 *(self.label_names or []),
             ]
+
+    def _processor_columns(self) -> list[str]:
+        """Raw columns the processor reads (they may be named differently from the modality)."""
+        processor = multimodal_processor(self.processing_class)
+        return list(processor.raw_columns) if processor is not None else []
 
     @property
     def balancing_callbacks(self) -> list[BalancingCallback]:
@@ -112,6 +165,8 @@ class MultimodalTrainer(Trainer):
         # The callbacks see the training set with all its columns (e.g. ULGM's `true_<m>` diagnostics), not the copy
         # pruned to the model's inputs: same rows, same order.
         dataset = self.train_dataset if train_dataset is None or len(train_dataset) == len(self.train_dataset) else train_dataset
+        for callback in self.balancing_callbacks:
+            callback.data_collator = self._method_collator
         provided = [(cb, cb.get_train_sampler(dataset, self.args)) for cb in self.balancing_callbacks]
         provided = [(cb, sampler) for cb, sampler in provided if sampler is not None]
         if len(provided) > 1:
@@ -143,6 +198,19 @@ class MultimodalTrainer(Trainer):
         if args.max_steps <= 0:
             max_steps = steps_per_pass
         return 1, steps_per_pass, num_examples, len(sampler), total_batch_size, steps_in_epoch, max_steps
+
+    # ----- optimizer -----
+    def create_optimizer(self, model=None):
+        """`Trainer`'s optimizer, with one parameter group per modality that sets its own `learning_rate` (and weight
+        decay split as `Trainer` splits it); the other parameters keep `TrainingArguments.learning_rate`."""
+        model = self.model if model is None else model
+        rates = {name: s["learning_rate"] for name, s in model.config.modalities.items() if s.get("learning_rate")}
+        if self.optimizer is not None or not rates:
+            return super().create_optimizer(model)
+        groups = modality_parameter_groups(model, rates, self.args.weight_decay, self.get_decay_parameter_names(model))
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
 
     # ----- loss -----
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):

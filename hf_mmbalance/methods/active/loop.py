@@ -48,12 +48,15 @@ def run_active_learning(
     eval_dataset=None,
     oracle: Oracle | None = None,
     make_callbacks: Callable[[], list] | None = None,
+    data_collator: Callable | None = None,
 ) -> ActiveLearningResult:
     """Run (or resume) the loop; `training_args.output_dir` holds the state and one folder per round.
 
     `make_model()` builds the initial model (called once; with `retrain="reset"` every round starts from a copy of
     its initial weights). `oracle(pool, indices)` returns the labels of the chosen pool rows (default: the pool's
     hidden `labels`). `eval_dataset` is evaluated after every round (its metrics drive `target_metric`).
+    `data_collator` batches the rows for training and for the pool-scoring pass (e.g. a `MultimodalDataCollator`
+    over a pool of raw images / audio / text); None slices fixed-size columns.
     """
     if len(pool) == 0:
         raise ValueError("the pool is empty: active learning needs unlabelled rows to acquire")
@@ -77,7 +80,9 @@ def run_active_learning(
                 model.load_state_dict(initial_weights)
             elif in_memory != record.round - 1 and record.round > 1:  # resumed: continue from the saved round
                 _load_round_weights(model, output_dir, record.round - 1)
-            model, record.metrics = _train_round(model, pool, state, record.round, training_args, eval_dataset, make_callbacks)
+            model, record.metrics = _train_round(
+                model, pool, state, record.round, training_args, eval_dataset, make_callbacks, data_collator
+            )
             _save(state, output_dir)
         elif in_memory != record.round:  # resumed after this round was trained: score with its saved model
             _load_round_weights(model, output_dir, record.round)
@@ -87,7 +92,7 @@ def run_active_learning(
         labeled = state.labeled
         unlabeled = [i for i in range(len(pool)) if i not in labeled]
         budget = min(config.budget_per_round, len(unlabeled), _remaining_budget(state, config, len(pool)))
-        outputs = pool_outputs(model, pool.select(unlabeled), config.scoring_batch_size)
+        outputs = pool_outputs(model, pool.select(unlabeled), config.scoring_batch_size, data_collator)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + record.round)
         positions, mean_phi = select(config.strategy, model, outputs, budget, generator) if is_main_process() else (None, None)
         positions, mean_phi = broadcast_from_main((positions, mean_phi))
@@ -117,7 +122,7 @@ def _acquire(state, round_index, indices, pool, oracle, output_dir, mean_phi) ->
     _save(state, output_dir)  # persisted before any training on them
 
 
-def _train_round(model, pool, state, round_index, training_args, eval_dataset, make_callbacks):
+def _train_round(model, pool, state, round_index, training_args, eval_dataset, make_callbacks, data_collator):
     labeled = state.labeled
     indices = sorted(labeled)
     rows = pool.select(indices)
@@ -125,7 +130,7 @@ def _train_round(model, pool, state, round_index, training_args, eval_dataset, m
     rows = rows.cast_column("labels", pool.features["labels"])
     args = _round_args(training_args, round_index)
     trainer = MultimodalTrainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_dataset,
-                                callbacks=make_callbacks() if make_callbacks else None)
+                                callbacks=make_callbacks() if make_callbacks else None, data_collator=data_collator)
     trainer.train()
     metrics = {k: float(v) for k, v in trainer.evaluate().items()} if eval_dataset is not None else {}
     metrics["labels_used"] = float(len(indices))

@@ -12,28 +12,26 @@ from typing import Any
 
 import torch
 
+from ...trainer.batches import ordered_batches
 from ...trainer.distributed import gather_from_ranks, is_distributed
 from .embeddings import gradient_embedding_factors
 from .selection import entropy_scores, kmeans_plus_plus, random_indices, top_k_indices
 from .shapley import fused_value_fn, modality_contributions, modality_weights, shapley_values, subset_values
 
-ATTENTION_MASK_SUFFIX = "_attention_mask"
-
-
-def pool_outputs(model, dataset, batch_size: int) -> dict[str, Any]:
-    """Fused probabilities `(n, K)` and features `{m: (n, d_m)}` of every row of `dataset`, in order."""
+def pool_outputs(model, dataset, batch_size: int, collate_fn=None) -> dict[str, Any]:
+    """Fused probabilities `(n, K)` and features `{m: (n, d_m)}` of every row of `dataset`, in order; rows are
+    batched by `collate_fn` (the trainer's collator, for raw or variable-length columns) or sliced from Arrow."""
     shard = _rank_shard(len(dataset))
     was_training = model.training
     model.eval()
     names = model.config.modality_names
-    columns = [c for c in dataset.column_names if c in names or (c.endswith(ATTENTION_MASK_SUFFIX) and c[: -len(ATTENTION_MASK_SUFFIX)] in names)]
-    rows = dataset.select(range(shard.start, shard.stop)).select_columns(columns).with_format("torch")
+    input_keys = set(model.input_names)
+    rows = dataset.select(range(shard.start, shard.stop))
     probabilities, features = [], {name: [] for name in names}
     try:
         with torch.no_grad():
-            for start in range(0, len(rows), batch_size):
-                batch = {k: v.to(model.device) for k, v in rows[start : start + batch_size].items()}
-                outputs = model(**batch)
+            for batch in ordered_batches(model, rows, batch_size, collate_fn):
+                outputs = model(**{k: v.to(model.device) for k, v in batch.items() if k in input_keys})
                 probabilities.append(torch.softmax(outputs.logits.float(), dim=-1).cpu())
                 for name in names:
                     features[name].append(outputs.features[name].float().cpu())

@@ -132,7 +132,12 @@ class BSSCallback(BalancingCallback):
         if self._model is None:
             raise RuntimeError("BSSCallback scores with the model: train with MultimodalTrainer (on_train_begin gives it)")
         measured = measure(
-            self._model, self._dataset, criterion, batch_size=self.config.scoring_batch_size, gradient=self.config.gradient
+            self._model,
+            self._dataset,
+            criterion,
+            batch_size=self.config.scoring_batch_size,
+            gradient=self.config.gradient,
+            collate_fn=self.data_collator,
         )
         scores = measured["score"].float()
         counts, edges = torch.histogram(scores.cpu(), bins=20)

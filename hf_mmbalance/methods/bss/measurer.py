@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ATTENTION_MASK_SUFFIX = "_attention_mask"
+from ...trainer.batches import needs_collator, ordered_batches
+
 
 CRITERIA = (
     "feature_similarity",
@@ -276,25 +277,16 @@ def exact_gradient_norms(
     return squared.sqrt()
 
 
-def _model_input_keys(model: nn.Module) -> list[str]:
-    names = list(model.config.modalities)
-    return names + [name + ATTENTION_MASK_SUFFIX for name in names]
+def _iterate_batches(model: nn.Module, data: Any, batch_size: int, collate_fn: Any = None) -> Iterable[Mapping[str, Any]]:
+    """Batches in order: a `datasets.Dataset` (its model columns sliced from Arrow, or collated by `collate_fn` /
+    through its processing transform, as in training), a single batch dict, or any iterable of batch dicts."""
+    import datasets
 
-
-def _iterate_batches(model: nn.Module, data: Any, batch_size: int) -> Iterable[Mapping[str, Any]]:
-    """Batches in order: a `datasets.Dataset` (the model's modality columns, their masks, `labels`, `sample_idx`,
-    torch format), a single batch dict, or any iterable of batch dicts."""
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency of the package
-        datasets = None
-    if datasets is not None and isinstance(data, datasets.Dataset):
-        wanted = [*_model_input_keys(model), "labels", "sample_idx"]
-        columns = [name for name in wanted if name in data.column_names]
+    if isinstance(data, datasets.Dataset):
         missing = [name for name in model.config.modalities if name not in data.column_names]
-        if missing:
+        if missing and not needs_collator(data):
             raise ValueError(f"the dataset lacks the modality columns {missing}; it has {data.column_names}")
-        return data.select_columns(columns).with_format("torch").iter(batch_size=batch_size)
+        return ordered_batches(model, data, batch_size, collate_fn)
     if isinstance(data, Mapping):
         return [data]
     return data
@@ -308,6 +300,7 @@ def measure(
     batch_size: int = 256,
     gradient: str = "closed_form",
     parameters: Iterable[str] | None = None,
+    collate_fn: Any = None,
 ) -> dict[str, Any]:
     """Balance score of every sample of `data` under `criterion` (one of `CRITERIA`), in data order.
 
@@ -320,6 +313,8 @@ def measure(
         gradient: ``closed_form`` (last linear layers of the heads, `closed_form_parameter_names`) or ``exact``
             (torch.func over `parameters`, default all trainable parameters).
         parameters: parameter names for ``gradient="exact"``.
+        collate_fn: how a `datasets.Dataset`'s rows become batches (the trainer's collator, for raw or
+            variable-length columns); None slices fixed-size columns straight from Arrow.
 
     Returns a dict of `(N,)` float32 CPU tensors: ``score`` (higher = more balanced = earlier; Norm(sim),
     −Norm(cost) or Norm(sim) − Norm(cost)), the raw components the criterion uses among ``similarity``,
@@ -340,14 +335,14 @@ def measure(
     if cost == "gradient" and gradient == "closed_form":
         closed_form_parameter_names(model)  # fail fast on unsupported fusions
 
-    input_keys = set(_model_input_keys(model))
+    input_keys = set(model.input_names)
     device = next(model.parameters()).device
     modes = {module: module.training for module in model.modules()}
     parts: dict[str, list[torch.Tensor]] = {"similarity": [], "loss": [], "grad_norm": [], "sample_idx": []}
     has_index = True
     model.eval()
     try:
-        for batch in _iterate_batches(model, data, batch_size):
+        for batch in _iterate_batches(model, data, batch_size, collate_fn):
             inputs = {k: v.to(device) for k, v in batch.items() if k in input_keys and v is not None}
             labels = batch.get("labels")
             if cost is not None:
