@@ -18,17 +18,25 @@ def run_active(data_args: DataArguments, model_args: ModelArguments, training_ar
     except (TypeError, ValueError) as error:
         raise RecipeError(f"active: {error}") from None
     set_seed(training_args.seed)
-    dataset, modalities, task, num_labels = prepare_dataset(data_args)
-    if task != "classification":
+    data = prepare_dataset(data_args, model_args)
+    dataset = data.dataset
+    if data.task != "classification":
         raise RecipeError("active learning (BMMAL and its baselines) needs a classification dataset")
 
     def make_model():
         set_seed(training_args.seed)
-        return build_model(model_args, modalities, num_labels, "classification")
+        return build_model(model_args, data)
 
     evaluation = dataset[data_args.test_split] if data_args.test_split in dataset else dataset.get("validation")
     try:
-        result = run_active_learning(make_model, dataset["train"], training_args, config, eval_dataset=evaluation)
+        collator = None
+        if data.processor is not None:
+            from ..processing import MultimodalDataCollator
+
+            collator = MultimodalDataCollator(data.processor)
+        result = run_active_learning(
+            make_model, dataset["train"], training_args, config, eval_dataset=evaluation, data_collator=collator
+        )
     except ValueError as error:
         raise RecipeError(str(error)) from None
     write_report(result.state, config.strategy, training_args.output_dir)

@@ -258,22 +258,26 @@ def validate_backbone_columns(
     extra_inputs: tuple[str, ...],
     processed_kinds: tuple[str, ...] = (),
     where: str = "",
+    raw_column: str | None = None,
 ) -> None:
     """Raise `DatasetValidationError` naming the column unless `dataset` can feed modality `modality`'s backbone.
 
     Column `modality` holds the backbone's main input `main_input`: either a raw value that a processor turns into
     it (`processed_kinds`: the raw kinds the trainer's processor handles for this modality), or processed numbers
     with `per_sample_ndim` dims per row (None: the backbone checks) of floats (`floating=True`) or integer ids.
-    Columns `modality_<name>` must name one of the backbone's `extra_inputs` and hold numbers.
+    Columns `modality_<name>` present for one of the backbone's `extra_inputs` must hold numbers. `raw_column`: the
+    column the processor reads raw values from, when it is not named like the modality.
     """
     present = dataset.column_names
-    what = f"{where}modality column {modality!r}"
-    if modality not in present:
+    column = modality if modality in present or raw_column is None else raw_column
+    what = f"{where}modality column {column!r}"
+    if column not in present:
+        named = f"{modality!r}" + (f" or the processor's raw column {raw_column!r}" if raw_column not in (None, modality) else "")
         raise DatasetValidationError(
-            f"{where}missing modality column {modality!r} (the backbone's {main_input}, raw or processed); "
+            f"{where}missing modality column {named} (the backbone's {main_input}, raw or processed); "
             f"columns present: {present}"
         )
-    feature = dataset.features[modality]
+    feature = dataset.features[column]
     kind = column_kind(feature)
     if kind in RAW_KINDS:
         if kind not in processed_kinds:
@@ -283,12 +287,8 @@ def validate_backbone_columns(
                 f"(...) with a processor for {modality!r} that takes {kind}, or process the column into {main_input} "
                 "with Dataset.map first"
             )
-    elif processed_kinds:
-        raise DatasetValidationError(
-            f"{what}: the processor expects raw {list(processed_kinds)} values here, found processed {feature}"
-        )
-    else:
-        _check_processed_backbone_input(dataset, modality, main_input, per_sample_ndim, floating, what)
+    else:  # already processed (e.g. with Dataset.map): the backbone's own input
+        _check_processed_backbone_input(dataset, column, main_input, per_sample_ndim, floating, what)
     for extra in extra_inputs:
         column = f"{modality}_{extra}"
         if column not in present or column_kind(dataset.features[column]) != "numeric":

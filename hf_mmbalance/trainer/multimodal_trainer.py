@@ -43,6 +43,18 @@ def multimodal_processor(processing_class):
     return processing_class if isinstance(processing_class, MultimodalProcessor) else None
 
 
+# The raw values each kind of sub-processor turns into model inputs (`data.validation.column_kind` names).
+RAW_KIND_OF_PROCESSOR = {"tokenizer": "text", "image_processor": "image", "feature_extractor": "audio"}
+
+
+def raw_input_kinds(processor, modality: str) -> tuple[str, ...]:
+    """The raw column kinds `processor` handles for `modality` (empty when it has no processor for it)."""
+    entry = None if processor is None else processor.modalities.get(modality)
+    if entry is None:
+        return ()
+    return ("frames",) if entry.frames else (RAW_KIND_OF_PROCESSOR[entry.kind],)
+
+
 def validate_model_inputs(dataset, model, processor, where: str = "") -> None:
     """Every `encoder="auto"` modality's columns: raw values the processor handles, or the backbone's own input."""
     for name, settings in model.config.modalities.items():
@@ -50,6 +62,7 @@ def validate_model_inputs(dataset, model, processor, where: str = "") -> None:
             continue
         encoder = model.encoders[name]
         ndim, floating = encoder.per_sample_input or (None, None)
+        entry = None if processor is None else processor.modalities.get(name)
         validate_backbone_columns(
             dataset,
             name,
@@ -57,14 +70,15 @@ def validate_model_inputs(dataset, model, processor, where: str = "") -> None:
             ndim,
             floating,
             encoder.extra_inputs,
-            processed_kinds=processor.raw_kinds(name) if processor is not None else (),
+            processed_kinds=raw_input_kinds(processor, name),
             where=where,
+            raw_column=None if entry is None else entry.column,
         )
 
 
-def has_raw_columns(dataset, model) -> bool:
-    """True when a modality column holds raw images / audio / text (a collator must process it per batch)."""
-    return any(name in dataset.features and column_kind(dataset.features[name]) in RAW_KINDS for name in model.config.modalities)
+def has_raw_columns(dataset, columns: list[str]) -> bool:
+    """True when one of `columns` holds raw images / audio / text (a collator must process it per batch)."""
+    return any(column in dataset.features and column_kind(dataset.features[column]) in RAW_KINDS for column in columns)
 
 
 def without_sample_ids(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +148,7 @@ class MultimodalTrainer(Trainer):
                 task=config.task,
             )
             validate_model_inputs(dataset, model, processor, where=f"{field}: ")
-        if dataset.format["type"] is not None or has_raw_columns(dataset, model):
+        if dataset.format["type"] is not None or has_raw_columns(dataset, [*model.input_names, *(processor.raw_columns if processor else [])]):
             return dataset  # a processing transform, or raw values the collator processes: keep Python objects
         # Tensors straight from Arrow: the default collator then only stacks them.
         return dataset.with_format("torch")
