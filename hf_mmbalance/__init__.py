@@ -1,9 +1,12 @@
 """hf_mmbalance: balanced multimodal learning for the HuggingFace `Trainer`."""
 
 from .data import (
+    DatasetFilesError,
     DatasetValidationError,
     MFEAT_VIEWS,
     load_mfeat,
+    load_multimodal_dataset,
+    load_multimodal_files,
     make_synthetic_classification,
     make_synthetic_regression,
     standardize,
@@ -24,10 +27,23 @@ from .trainer import BalancingCallback, MultimodalTrainer, build_compute_metrics
 
 __version__ = "0.1.0"
 
+# The processing layer imports transformers' processor modules: loaded on first use, not by every `import`.
+_PROCESSING_NAMES = ("MultimodalDataCollator", "MultimodalProcessor", "ProcessingError")
+
+
+def __getattr__(name: str):
+    if name in _PROCESSING_NAMES:
+        from . import processing
+
+        return getattr(processing, name)
+    raise AttributeError(f"module 'hf_mmbalance' has no attribute {name!r}")
+
+
 __all__ = [
     "BSSCallback",
     "BSSConfig",
     "BalancingCallback",
+    "DatasetFilesError",
     "DatasetValidationError",
     "GradientModulationCallback",
     "MFEAT_VIEWS",
@@ -38,9 +54,14 @@ __all__ = [
     "MMBalanceModel",
     "MMBalanceOutput",
     "ModulationConfig",
+    "MultimodalDataCollator",
+    "MultimodalProcessor",
     "MultimodalTrainer",
+    "ProcessingError",
     "build_compute_metrics",
     "load_mfeat",
+    "load_multimodal_dataset",
+    "load_multimodal_files",
     "make_synthetic_classification",
     "make_synthetic_regression",
     "plot_training_curves",

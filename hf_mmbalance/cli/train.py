@@ -224,6 +224,11 @@ def label_task(dataset) -> tuple[str, int]:
     return "classification", getattr(feature, "num_classes", None) or int(max(dataset["train"]["labels"])) + 1
 
 
+def dataset_label(name: str) -> str:
+    """How the model card names the data: a local file or folder by its base name, never its local path."""
+    return os.path.basename(os.path.normpath(name)) if os.path.exists(name) else name
+
+
 def format_report(metrics: dict[str, float], modality_names: list[str], prefix: str) -> str:
     """A small table: fused and each unimodal head's accuracy / macro-F1 (MAE / Pearson for regression)."""
     keys = ["accuracy", "f1_macro"] if f"{prefix}_accuracy" in metrics else ["mae", "pearson"]
@@ -270,7 +275,7 @@ def run_train(
     if trainer.is_world_process_zero():
         write_run_outputs(trainer, metrics, data_args, training_args)
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset=data_args.dataset_name)
+        trainer.push_to_hub(dataset=dataset_label(data_args.dataset_name))
     return metrics
 
 
@@ -285,8 +290,8 @@ def write_run_outputs(trainer, metrics: dict, data_args: DataArguments, training
     plots = plot_training_curves(trainer.state.log_history, names, output_dir)
     for callback in trainer.balancing_callbacks:
         plots += callback.plot_diagnostics(trainer.state.log_history, output_dir)
-    trainer.create_model_card(dataset=data_args.dataset_name)
+    trainer.create_model_card(dataset=dataset_label(data_args.dataset_name))
     prefix = "test" if any(key.startswith("test_") for key in metrics) else "eval"
-    print(f"\nPer-modality report ({prefix} split, {data_args.dataset_name}, fusion={trainer.model.config.fusion}):")
+    print(f"\nPer-modality report ({prefix} split, {dataset_label(data_args.dataset_name)}, fusion={trainer.model.config.fusion}):")
     print(format_report(metrics, names, prefix))
     print(f"\nwrote: {os.path.join(output_dir, 'metrics.json')}, model card README.md, plots {plots}")

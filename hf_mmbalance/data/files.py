@@ -36,6 +36,7 @@ header is not a row).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -341,14 +342,28 @@ def _read_manifest(path: str, cache_dir) -> pa.Table:
         raise DatasetFilesError(f"manifest {path}: unknown extension {ext!r}; expected one of {sorted(_FORMATS)}")
     builder, options = _FORMATS[ext]
     try:
-        ds = datasets.load_dataset(
-            builder, data_files=path, split="train", cache_dir=None if cache_dir is None else os.fspath(cache_dir), **options
-        )
+        with _quiet_progress_bars():
+            ds = datasets.load_dataset(
+                builder, data_files=path, split="train", cache_dir=None if cache_dir is None else os.fspath(cache_dir), **options
+            )
     except Exception as err:  # the loaders raise pandas / pyarrow / datasets errors of many types
         if _has_no_rows(path, builder):  # datasets reports an empty file as 'Instruction "train" corresponds to no data'
             raise DatasetFilesError(f"manifest {path} has no rows") from err
         raise DatasetFilesError(f"manifest {path}: cannot be read as {builder}: {type(err).__name__}: {err}") from err
     return arrow_table(ds)
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars():
+    """Reading a small manifest is instant: datasets' own "Generating train split" bar would only clutter the
+    caller's output (and its stderr). Restores the caller's setting after."""
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
 
 
 def _has_no_rows(path: str, builder: str) -> bool:

@@ -8,6 +8,7 @@ from importlib import resources
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..modeling import MMBalanceConfig
+from ..modeling.backbone import backbone_feature_size
 
 TEMPLATE_NAME = "mmbalance_model_card.md"
 METRIC_ORDER = ("accuracy", "f1_macro", "mae", "pearson", "loss")
@@ -34,6 +35,24 @@ def split_metrics(metrics: Mapping[str, float], modality_names: Sequence[str]) -
     return fused, {name: values for name, values in unimodal.items() if values}
 
 
+def describe_modality(settings: Mapping) -> dict[str, str]:
+    """The card's row for one modality: its encoder (an auto backbone by its model type, tower and frames), what
+    it takes as input and its feature size. Never the backbone's local path."""
+    if settings["encoder"] != "auto":
+        input_size = settings["input_size"]
+        shape = f"(batch, {input_size})" if settings["encoder"] == "mlp" else f"(batch, length, {input_size})"
+        return {"encoder": settings["encoder"], "input": f"`{shape}` floats", "feature_size": str(settings["feature_size"])}
+    backbone = settings.get("backbone_config") or {}
+    tower = settings.get("tower")
+    kind = backbone.get("model_type", "backbone") + (f" ({tower} tower)" if tower else "")
+    encoder = f"auto: {kind}" + (f", frames pooled by {settings.get('temporal_pooling', 'mean')}" if settings.get("frames") else "")
+    try:
+        width = settings.get("feature_size") or backbone_feature_size(backbone.get(f"{tower}_config", {}) if tower else backbone)
+    except ValueError:
+        width = "the backbone's width"
+    return {"encoder": encoder, "input": "the backbone's main input", "feature_size": str(width)}
+
+
 def render_model_card(
     config: MMBalanceConfig,
     model_class: str,
@@ -46,6 +65,7 @@ def render_model_card(
     citations: Sequence[str] = (),
     training_summary: str | None = None,
     model_name: str | None = None,
+    has_processor: bool = False,
 ) -> ModelCard:
     """Render the model card: metadata, modalities, fusion, fused and per-modality metrics, how to load."""
     fused, unimodal = split_metrics(metrics or {}, config.modality_names)
@@ -56,15 +76,7 @@ def render_model_card(
         datasets=[dataset] if dataset else None,
         pipeline_tag=None,
     )
-    modalities = [
-        {
-            "name": name,
-            "encoder": settings["encoder"],
-            "input_size": settings.get("input_size") or settings.get("backbone"),
-            "feature_size": settings.get("feature_size") or "backbone hidden size",
-        }
-        for name, settings in config.modalities.items()
-    ]
+    modalities = [{"name": name, **describe_modality(settings)} for name, settings in config.modalities.items()]
     return ModelCard.from_template(
         card_data,
         template_str=template_text(),
@@ -85,4 +97,5 @@ def render_model_card(
         repo_id=repo_id,
         training_summary=training_summary,
         citations=list(citations),
+        has_processor=has_processor,
     )

@@ -62,15 +62,16 @@ def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> to
 
 def backbone_feature_size(config) -> int:
     """Width of the backbone's output features, whatever its config calls it (`hidden_sizes[-1]` for ResNet /
-    ConvNeXt, `hidden_size` for ViT / BERT / wav2vec2 / AST / CLIP towers, `d_model` for Whisper)."""
+    ConvNeXt, `hidden_size` for ViT / BERT / wav2vec2 / AST / CLIP towers, `d_model` for Whisper). `config`: a
+    config object or its dict."""
     for field in _FEATURE_SIZE_FIELDS:
-        value = getattr(config, field, None)
+        value = config.get(field) if isinstance(config, dict) else getattr(config, field, None)
         if isinstance(value, (list, tuple)) and value:
             value = value[-1]
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     raise BackboneInputError(
-        f"cannot tell the feature size of a {config.model_type!r} backbone: its config has none of "
+        f"cannot tell the feature size of a {config.get('model_type') if isinstance(config, dict) else config.model_type!r} backbone: its config has none of "
         f"{list(_FEATURE_SIZE_FIELDS)}; set the modality's `feature_size` and a backbone whose config names its width"
     )
 

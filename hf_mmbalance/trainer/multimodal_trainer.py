@@ -320,6 +320,7 @@ class MultimodalTrainer(Trainer):
             metrics=metrics,
             eval_split="test split" if has_test else "validation split",
             dataset=dataset if isinstance(dataset, str) else None,
+            has_processor=multimodal_processor(self.processing_class) is not None,
             methods=[cb.method_name for cb in callbacks if cb.method_name] + list(tags or []),
             citations=[cb.citation for cb in callbacks if cb.citation],
             training_summary=(

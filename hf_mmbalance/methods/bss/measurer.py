@@ -245,7 +245,8 @@ def exact_gradient_norms(
 ) -> torch.Tensor:
     """Per-sample ‖∇_θ L_ce(x_i, y_i)‖₂ over the named parameters (default: all with `requires_grad`), `(N,)`.
 
-    ``torch.func``: vmap over the samples of grad of the per-sample training loss (`per_sample_losses` of a batch
+    ``torch.func``: vmap (or, for a backbone that vmap cannot batch, a loop) over the samples of grad of the per-sample
+    training loss (`per_sample_losses` of a batch
     of one), through `functional_call` with detached copies of the parameters, so nothing accumulates in `.grad`.
     Cost: about one forward + backward per sample, and N × (size of the chosen parameters) floats at once.
     The model's current train/eval mode is used as is (`measure` puts it in eval mode: no dropout, no BatchNorm
@@ -272,7 +273,15 @@ def exact_gradient_norms(
         outputs = functional_call(model, {**fixed, **params}, args=(), kwargs=batch)
         return per_sample_losses(model, outputs, label.unsqueeze(0)).squeeze(0)
 
-    grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))(chosen, dict(inputs), labels)
+    try:
+        grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))(chosen, dict(inputs), labels)
+    except RuntimeError as error:
+        if "vmap" not in str(error):
+            raise
+        # Some backbones write into tensors in place inside forward (wav2vec2 builds its frame mask with
+        # index_put_), which vmap cannot batch: the same gradients, one sample at a time.
+        per_sample = [grad(sample_loss)(chosen, {k: v[i] for k, v in inputs.items()}, labels[i]) for i in range(len(labels))]
+        grads = {name: torch.stack([g[name] for g in per_sample]) for name in chosen}
     squared = sum(g.float().reshape(len(labels), -1).pow(2).sum(dim=1) for g in grads.values())
     return squared.sqrt()
 
