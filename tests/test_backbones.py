@@ -93,6 +93,20 @@ def test_pooling_options_first_mean_and_max_over_frames():
         torch.testing.assert_close(frames(**batch).features["x"], per_frame.amax(dim=1))
 
 
+def test_a_spectrogram_goes_through_a_one_channel_resnet_as_a_one_channel_image():
+    """The papers' audio stream: a log-mel map `(frames, mel bins)` from a feature extractor into ResNet-18."""
+    model = make_model("resnet")
+    spectrogram = torch.randn(3, 20, 16)
+    batch = {"x": spectrogram, "v": torch.randn(3, 4)}
+    with torch.no_grad():
+        expected = model.encoders["x"].backbone(spectrogram.unsqueeze(1)).pooler_output.flatten(1)
+        torch.testing.assert_close(model(**batch).features["x"], expected)
+    with pytest.raises(ValueError, match="modality 'x'.*3 or 4 dims"):
+        model(**dict(batch, x=torch.randn(3, 20)))
+    with pytest.raises(ValueError, match="modality 'x'.*with 4 dims"):  # a 3-channel backbone needs the channels
+        make_model("vit")(**dict(batch, x=torch.randn(3, 16, 16)))
+
+
 def test_feature_size_comes_from_the_backbone_config_and_a_projection_when_asked():
     assert make_model("resnet").encoders["x"].feature_size == 16  # hidden_sizes[-1]
     assert make_model("whisper").encoders["x"].feature_size == 16  # d_model
@@ -125,6 +139,7 @@ def test_a_model_whose_modalities_are_all_auto_trains_a_step():
         ("bert", lambda b: dict(b, x=b["x"].float()), "modality 'x'.*input_ids.*integer token ids"),
         ("wav2vec2", lambda b: dict(b, x=b["x"].long()), "modality 'x'.*input_values.*floating-point"),
         ("vit_frames", lambda b: dict(b, x=b["x"][:, 0]), "modality 'x'.*frames.*5 dims"),
+        ("vit", lambda b: dict(b, x=b["x"][:, :1]), "modality 'x'.*3-channel images, got 1 channels.*image_mean"),
         ("bert", lambda b: dict(b, x_pixel_mask=b["x_attention_mask"]), "unexpected model inputs \\['x_pixel_mask'\\]"),
     ],
 )

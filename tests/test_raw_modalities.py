@@ -52,8 +52,8 @@ def write_media(folder, rows=ROWS):
     return folder / "manifest.csv"
 
 
-def image_processor():
-    return ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5], image_std=[0.5])
+def image_processor(channels=1):
+    return ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * channels, image_std=[0.5] * channels)
 
 
 def audio_processor():
@@ -187,6 +187,8 @@ def test_a_recipe_trains_an_image_and_audio_model_on_files_through_the_cli(tmp_p
         (lambda r: r["modalities"]["image"].update(processor={"class": "os.system"}), "processor.class='os.system'"),
         (lambda r: r["modalities"]["image"].update(pooling="median"), "pooling='median'"),
         (lambda r: r.update(dataset_name="missing.csv"), "missing.csv"),
+        (lambda r: r["modalities"]["image"]["processor"].update(image_mean=[0.5] * 3, image_std=[0.5] * 3),
+         "modality 'image': the image processor makes 3-channel images.*backbone takes 1"),
     ],
 )
 def test_bad_recipe_modalities_print_one_line_and_exit_2(tmp_path, capsys, change, message):
@@ -220,3 +222,46 @@ def test_a_bert_backbone_gets_pretrained_weights_when_the_recipe_names_a_folder(
     for key, value in model.encoders["caption"].backbone.state_dict().items():
         torch.testing.assert_close(value, reference[key], rtol=0, atol=0)
     assert str(tmp_path) not in (tmp_path / "run" / "README.md").read_text()
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_the_image_audio_recipe_trains_two_resnet18s_from_files(tmp_path):
+    manifest = write_media(tmp_path / "media")
+    flags = ["--dataset_name", str(manifest), "--output_dir", str(tmp_path / "run"), "--max_steps", "2",
+             "--per_device_train_batch_size", "6", "--eval_strategy", "no", "--save_strategy", "no",
+             "--load_best_model_at_end", "false"]
+    assert main(["train", "--config", str(ROOT / "recipes/raw/image_audio.yaml"), *flags]) == 0
+    model = MMBalanceForClassification.from_pretrained(tmp_path / "run")
+    for name in ("image", "audio"):  # ResNet-18: 2-2-2-2 basic blocks up to 512 channels
+        backbone = model.encoders[name].backbone
+        assert [len(stage.layers) for stage in backbone.encoder.stages] == [2, 2, 2, 2]
+        assert model.encoders[name].feature_size == 512
+    processor = MultimodalProcessor.from_pretrained(str(tmp_path / "run"))
+    assert type(processor.modalities["audio"].processor).__name__ == "ASTFeatureExtractor"
+    assert "test_accuracy" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_the_text_image_recipe_runs_with_local_backbones_in_place_of_its_hub_ids(tmp_path, tokenizer):
+    from transformers import BertModel, ViTModel
+
+    torch.manual_seed(0)
+    for name, module, processor in (("bert", BertModel(bert_config()), tokenizer),
+                                    ("vit", ViTModel(vit_config(image_size=16)), image_processor(channels=3))):
+        module.save_pretrained(tmp_path / name)
+        processor.save_pretrained(tmp_path / name)
+    recipe = yaml.safe_load((ROOT / "recipes/raw/text_image.yaml").read_text())
+    recipe["modalities"]["text"].update(backbone=str(tmp_path / "bert"), processor=str(tmp_path / "bert"))
+    recipe["modalities"]["image"].update(backbone=str(tmp_path / "vit"), processor=str(tmp_path / "vit"), freeze=1)
+    recipe.update(dataset_name=str(write_media(tmp_path / "media")), output_dir=str(tmp_path / "run"), max_steps=2,
+                  warmup_steps=0, eval_strategy="no", save_strategy="no", use_cpu=True, disable_tqdm=True)
+    path = tmp_path / "text_image.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["train", "--config", str(path)]) == 0
+    model = MMBalanceForClassification.from_pretrained(tmp_path / "run")
+    assert model.config.modalities["text"]["learning_rate"] == 2e-5
+    pretrained = BertModel.from_pretrained(tmp_path / "bert").state_dict()
+    embeddings = "embeddings.word_embeddings.weight"
+    # two steps at 2e-5 move the pretrained weights a little, not back to a random start
+    torch.testing.assert_close(model.encoders["text"].backbone.state_dict()[embeddings], pretrained[embeddings], rtol=0, atol=1e-3)

@@ -253,7 +253,7 @@ def validate_backbone_columns(
     dataset: datasets.Dataset,
     modality: str,
     main_input: str,
-    per_sample_ndim: int | None,
+    per_sample_ndim: int | tuple[int, ...] | None,
     floating: bool | None,
     extra_inputs: tuple[str, ...],
     processed_kinds: tuple[str, ...] = (),
@@ -264,7 +264,7 @@ def validate_backbone_columns(
 
     Column `modality` holds the backbone's main input `main_input`: either a raw value that a processor turns into
     it (`processed_kinds`: the raw kinds the trainer's processor handles for this modality), or processed numbers
-    with `per_sample_ndim` dims per row (None: the backbone checks) of floats (`floating=True`) or integer ids.
+    with `per_sample_ndim` dims per row (one of them, when a tuple; None: the backbone checks) of floats (`floating=True`) or integer ids.
     Columns `modality_<name>` present for one of the backbone's `extra_inputs` must hold numbers. `raw_column`: the
     column the processor reads raw values from, when it is not named like the modality.
     """
@@ -314,9 +314,10 @@ def _check_processed_backbone_input(dataset, modality, main_input, per_sample_nd
                 f"{what}: the backbone's {main_input} must be integer token ids, found dtype {leaf}"
                 + ("; tokenize the text with the modality's tokenizer" if pa.types.is_string(leaf) else "")
             )
-    if per_sample_ndim is not None and depth != per_sample_ndim:
+    accepted = (per_sample_ndim,) if isinstance(per_sample_ndim, int) else per_sample_ndim
+    if accepted is not None and depth not in accepted:
         raise DatasetValidationError(
-            f"{what}: the backbone's {main_input} needs {per_sample_ndim} dims per row, found {depth}"
+            f"{what}: the backbone's {main_input} needs {' or '.join(map(str, accepted))} dims per row, found {depth}"
         )
     if pa.types.is_floating(leaf):
         level = arr

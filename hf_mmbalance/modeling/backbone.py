@@ -203,26 +203,38 @@ class AutoBackboneEncoder(nn.Module):
         self.main_input_name = self.backbone.main_input_name
         self.extra_inputs = backbone_extra_inputs(self.backbone)
         self._input_rank = _main_input_rank(self.main_input_name, config.model_type)
+        # A 1-channel image backbone also takes 2-D maps (H, W): a log-mel spectrogram `(frames, mel bins)` from a
+        # feature extractor goes through a ResNet as the papers' audio stream does, gaining the channel axis here.
+        self.num_channels = getattr(config, "num_channels", None) if self.main_input_name == "pixel_values" else None
+        self.adds_channel = self.num_channels == 1
 
     @property
-    def per_sample_input(self) -> tuple[int, bool] | None:
-        """(dims per sample, floating) of the main input this encoder takes (frames included); None = unknown."""
+    def per_sample_input(self) -> tuple[tuple[int, ...], bool] | None:
+        """(accepted dims per sample, floating) of the main input (frames included); None = unknown."""
         if self._input_rank is None:
             return None
         rank, floating = self._input_rank
-        return rank + int(self.frames), floating
+        rank += int(self.frames)
+        return ((rank - 1, rank) if self.adds_channel else (rank,)), floating
 
     def check_input(self, modality: str, value: torch.Tensor) -> None:
         """Raise `BackboneInputError` naming the modality when `value` cannot be the backbone's main input."""
         if self.per_sample_input is None:
             return
-        rank, floating = self.per_sample_input
-        rank += 1  # batch first
-        layout = f"(batch, {'frames, ' if self.frames else ''}...) with {rank} dims"
-        if value.ndim != rank:
+        ranks, floating = self.per_sample_input
+        ranks = tuple(rank + 1 for rank in ranks)  # batch first
+        layout = f"(batch, {'frames, ' if self.frames else ''}...) with {' or '.join(map(str, ranks))} dims"
+        if value.ndim not in ranks:
             raise BackboneInputError(
                 f"modality {modality!r}: the backbone's {self.main_input_name} must be a tensor {layout}, "
                 f"got shape {tuple(value.shape)}; process the raw column with the modality's processor"
+            )
+        channel_axis = 1 + int(self.frames)
+        if self.num_channels and value.ndim == max(ranks) and value.shape[channel_axis] != self.num_channels:
+            raise BackboneInputError(
+                f"modality {modality!r}: the backbone takes {self.num_channels}-channel images, got "
+                f"{value.shape[channel_axis]} channels (shape {tuple(value.shape)}); give the image processor "
+                f"{self.num_channels} values of image_mean / image_std"
             )
         if value.is_floating_point() != floating:
             kind = "floating-point" if floating else "integer token ids"
@@ -243,6 +255,8 @@ class AutoBackboneEncoder(nn.Module):
         return self.projection(pooled)
 
     def _pooled(self, inputs: torch.Tensor, extras: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.adds_channel and inputs.ndim == 3:
+            inputs = inputs.unsqueeze(1)  # (batch, H, W) -> (batch, 1, H, W)
         outputs = self.backbone(**{self.main_input_name: inputs}, **extras)
         pooler = getattr(outputs, "pooler_output", None)
         if self.pooling in ("auto", "pooler") and pooler is not None:

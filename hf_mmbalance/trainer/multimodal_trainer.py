@@ -55,6 +55,21 @@ def raw_input_kinds(processor, modality: str) -> tuple[str, ...]:
     return ("frames",) if entry.frames else (RAW_KIND_OF_PROCESSOR[entry.kind],)
 
 
+def check_processor_fits_backbone(name: str, entry, encoder) -> None:
+    """A processor whose images have another number of channels than the backbone takes fails only inside torch:
+    refuse the pair up front."""
+    if entry is None or entry.kind != "image_processor" or not encoder.num_channels:
+        return
+    from ..processing import image_channels
+
+    channels = image_channels(entry.processor)
+    if channels != encoder.num_channels:
+        raise ValueError(
+            f"modality {name!r}: the image processor makes {channels}-channel images (its image_mean / image_std) "
+            f"but the backbone takes {encoder.num_channels} channels (num_channels)"
+        )
+
+
 def validate_model_inputs(dataset, model, processor, where: str = "") -> None:
     """Every `encoder="auto"` modality's columns: raw values the processor handles, or the backbone's own input."""
     for name, settings in model.config.modalities.items():
@@ -63,6 +78,7 @@ def validate_model_inputs(dataset, model, processor, where: str = "") -> None:
         encoder = model.encoders[name]
         ndim, floating = encoder.per_sample_input or (None, None)
         entry = None if processor is None else processor.modalities.get(name)
+        check_processor_fits_backbone(name, entry, encoder)
         validate_backbone_columns(
             dataset,
             name,
