@@ -139,3 +139,30 @@ def test_a_frozen_backbone_does_not_change_in_training(tmp_path):
     frozen = {n: p.detach().clone() for n, p in model.encoders["image"].named_parameters()}
     MultimodalTrainer(model=model, args=make_args(tmp_path), train_dataset=processed_dataset(names)).train()
     assert all(torch.equal(p, frozen[n]) for n, p in model.encoders["image"].named_parameters())
+
+
+def test_variable_length_sequences_for_the_transformer_encoder_are_padded_with_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 9, NUM_ROWS)
+    data = datasets.Dataset.from_dict({
+        "seq": [rng.standard_normal((n, 3)).astype(np.float32).tolist() for n in lengths],
+        "vec": rng.standard_normal((NUM_ROWS, 4)).astype(np.float32).tolist(),
+        "labels": np.arange(NUM_ROWS) % 3, "sample_idx": np.arange(NUM_ROWS),
+    })
+    torch.manual_seed(0)
+    config = MMBalanceConfig(modalities={"seq": {"input_size": 3, "encoder": "transformer", "feature_size": 8}, "vec": 4}, num_labels=3)
+    model = MMBalanceForClassification(config)
+    trainer = MultimodalTrainer(model=model, args=make_args(tmp_path), train_dataset=data)
+    batch = trainer.data_collator([data[i] for i in range(3)])
+    assert batch["seq"].shape == (3, int(lengths[:3].max()), 3)
+    assert batch["seq_attention_mask"].sum(dim=1).tolist() == lengths[:3].tolist()
+    trainer.train()
+    # a row's feature does not depend on how much padding its batch gave it
+    model.eval()
+    alone = trainer.data_collator([data[0]])
+    with_others = trainer.data_collator([data[0], data[int(np.argmax(lengths))]])
+    with torch.no_grad():
+        keys = ["seq", "seq_attention_mask", "vec"]
+        first = model(**{k: alone[k] for k in keys}).features["seq"][0]
+        second = model(**{k: with_others[k] for k in keys}).features["seq"][0]
+    torch.testing.assert_close(first, second, rtol=1e-5, atol=1e-6)

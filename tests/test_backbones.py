@@ -211,7 +211,7 @@ def test_load_backbone_weights_for_every_kind(tmp_path, kind, make_pretrained, t
         torch.testing.assert_close(value, reference[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["vit", "wav2vec2", "bert", "vit_frames"])
+@pytest.mark.parametrize("name", list(BACKBONES))
 def test_save_and_load_round_trip(tmp_path, name):
     model = make_model(name)
     model.save_pretrained(tmp_path)

@@ -117,9 +117,19 @@ def _collate_other(key: str, values: list) -> Any:
         return _stack_targets(key, values)
     if key in INDEX_KEYS:
         return torch.as_tensor(np.stack([to_numpy(v) for v in values]).astype(np.int64))
+    if all(isinstance(v, (list, tuple, np.ndarray)) for v in values):
+        # Rows of numbers (a dataset without torch format): stack them as rows, as `default_data_collator` does;
+        # `default_collate` would transpose a list of lists.
+        try:
+            array = np.stack([np.asarray(v) for v in values])
+        except ValueError:  # ragged
+            return values
+        if array.dtype.kind in "iubf":
+            return torch.from_numpy(array.astype(np.float32) if array.dtype == np.float64 else array)
+        return values
     try:
         return default_collate(values)
-    except (TypeError, RuntimeError, ValueError):  # PIL images, ragged lists, None: left as they are
+    except (TypeError, RuntimeError, ValueError):  # PIL images, None: left as they are
         return values
 
 

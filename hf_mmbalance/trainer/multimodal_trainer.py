@@ -97,6 +97,23 @@ def has_raw_columns(dataset, columns: list[str]) -> bool:
     return any(column in dataset.features and column_kind(dataset.features[column]) in RAW_KINDS for column in columns)
 
 
+def variable_length_sequences(config: MMBalanceConfig, datasets_given: list) -> list[str]:
+    """The transformer-encoder modalities whose rows vary in length in one of the datasets (not a fixed `Array2D`):
+    the default collator cannot stack them, `MultimodalDataCollator` pads them and builds their masks."""
+    import datasets
+
+    found = []
+    for name, settings in config.modalities.items():
+        if settings["encoder"] != "transformer":
+            continue
+        for dataset in datasets_given:
+            parts = dataset.values() if isinstance(dataset, dict) else [dataset]
+            if any(isinstance(d, datasets.Dataset) and name in d.features and not isinstance(d.features[name], datasets.Array2D) for d in parts):
+                found.append(name)
+                break
+    return found
+
+
 def without_sample_ids(inputs: dict[str, Any]) -> dict[str, Any]:
     """The batch as the model takes it: `sample_idx` stays with the batch for the callbacks only."""
     return {key: value for key, value in inputs.items() if key != SAMPLE_ID_COLUMN}
@@ -125,10 +142,11 @@ class MultimodalTrainer(Trainer):
         if kwargs.get("compute_metrics") is None:
             kwargs["compute_metrics"] = build_compute_metrics(config.modality_names, config.task)
         processor = multimodal_processor(kwargs.get("processing_class"))
-        if kwargs.get("data_collator") is None and processor is not None:
+        padded = variable_length_sequences(config, [kwargs.get("train_dataset"), kwargs.get("eval_dataset")])
+        if kwargs.get("data_collator") is None and (processor is not None or padded):
             from ..processing import MultimodalDataCollator
 
-            kwargs["data_collator"] = MultimodalDataCollator(processor)
+            kwargs["data_collator"] = MultimodalDataCollator(processor, sequence_modalities=padded or None)
         # A collator the user or the processor chose also batches the methods' own passes over the data (BSS).
         self._method_collator = kwargs.get("data_collator")
         for key in ("train_dataset", "eval_dataset"):
