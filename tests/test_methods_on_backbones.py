@@ -40,16 +40,8 @@ from hf_mmbalance.methods.active.strategies import modality_shapley_contribution
 from hf_mmbalance.methods.bss import BSSCallback, BSSConfig
 from hf_mmbalance.methods.bss.measurer import CRITERIA, closed_form_parameter_names, criterion_parts, measure
 from hf_mmbalance.methods.bss.ordering import epoch_generator
-from hf_mmbalance.methods.ulgm import (
-    ULGMCallback,
-    ULGMConfig,
-    extreme_centres,
-    max_distance,
-    momentum_update,
-    selfmm_unimodal_labels,
-    sugrm_unimodal_labels,
-    ulgm_loss,
-)
+from hf_mmbalance.methods.ulgm import ULGMCallback, ULGMConfig, extreme_centres, max_distance
+from ulgm_checks import check_one_update
 
 NUM_LABELS = 3
 NUM_ROWS = 36
@@ -527,52 +519,13 @@ def test_one_ulgm_update_on_backbone_features_equals_the_pure_rules_with_momentu
     outputs = model(**{k: batch[k] for k in ULGM_INPUTS})
     assert outputs.projected_fused_features.shape == (6, 8)
     assert all(outputs.projected_features[n].shape == (6, 8) for n in callback.names)
-    rows_ = callback.rows_of(batch["sample_idx"])
-    assert rows_.tolist() == list(range(3, 9))
-    before = {name: callback.labels[name].clone() for name in callback.names}
-    fused_bank, y_bank = callback.features["fused"].clone(), callback.labels["fused"].clone()
-    uni_banks = {name: callback.features[name].clone() for name in callback.names}
-
-    class State:
-        epoch = 1.0  # the second epoch (0-based floor 1 -> 1-based 2)
-
-    loss = callback.training_loss(None, State(), model=model, inputs=batch, outputs=outputs)
-    expected_loss = ulgm_loss(outputs.logits.reshape(-1), y_bank[rows_],
-                              {n: outputs.unimodal_logits[n].reshape(-1) for n in callback.names},
-                              {n: before[n][rows_] for n in callback.names})
-    if variant == "sugrm":  # + 0.03 * sum_s mean_i ||F*_s - sg(F*_m)||^2, the default alignment term
-        target = outputs.projected_fused_features.detach()
-        for name in callback.names:
-            squared = ((outputs.projected_features[name].detach() - target) ** 2).sum(1)
-            expected_loss = expected_loss + 0.03 * squared.mean()
-    torch.testing.assert_close(loss, expected_loss)
-
-    F_m = outputs.projected_fused_features.detach()
-    positive, negative = fused_bank[y_bank > 0].mean(0), fused_bank[y_bank < 0].mean(0)
-    changed = 0
-    for name in callback.names:
-        F_s = outputs.projected_features[name].detach()
-        if variant == "sugrm":
-            d_max = max_distance(*extreme_centres(fused_bank, y_bank, 3.0, 0.05))
-            exact_d_max = (fused_bank[y_bank == 3.0].mean(0) - fused_bank[y_bank == -3.0].mean(0)).norm()
-            torch.testing.assert_close(d_max, exact_d_max)  # labels at exactly +-H exist: those samples
-            generated = sugrm_unimodal_labels(y_bank[rows_], F_m, F_s, positive, negative, d_max, 3.0)
-        else:
-            y_s = before[name]
-            generated = selfmm_unimodal_labels(y_bank[rows_], F_m, F_s, positive, negative,
-                                               uni_banks[name][y_s > 0].mean(0), uni_banks[name][y_s < 0].mean(0), 3.0)
-        expected = momentum_update(before[name][rows_], generated, 2)
-        # momentum at e = 2: y_s = 1/3 y_s^(1) + 2/3 y_hat_s
-        torch.testing.assert_close(expected, before[name][rows_] / 3 + 2 * generated / 3)
-        torch.testing.assert_close(callback.labels[name][rows_], expected)
-        untouched = torch.ones(ULGM_ROWS, dtype=torch.bool)
-        untouched[rows_] = False
-        assert torch.equal(callback.labels[name][untouched], before[name][untouched])
-        assert callback.labels[name].abs().max() <= 3.0
-        changed += int((callback.labels[name][rows_] != before[name][rows_]).sum())
-        torch.testing.assert_close(callback.features[name][rows_], F_s)
-    assert changed > 0  # the rule moved some labels: the equality above is not y_s = y_m trivially
-    torch.testing.assert_close(callback.features["fused"][rows_], F_m)
+    assert callback.rows_of(batch["sample_idx"]).tolist() == list(range(3, 9))
+    if variant == "sugrm":  # labels at exactly +-H exist: D_max is the distance of those samples' mean features
+        fused_bank, y_bank = callback.features["fused"], callback.labels["fused"]
+        exact_d_max = (fused_bank[y_bank == 3.0].mean(0) - fused_bank[y_bank == -3.0].mean(0)).norm()
+        torch.testing.assert_close(max_distance(*extreme_centres(fused_bank, y_bank, 3.0, 0.05)), exact_d_max)
+    changed = check_one_update(callback, model, batch, ULGM_INPUTS, variant)
+    assert changed > 0  # the rule moved some labels: the equality is not y_s = y_m trivially
 
 
 # ----- 4. BMMAL on the image + audio backbones -----

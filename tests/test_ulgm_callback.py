@@ -8,15 +8,8 @@ from transformers import TrainingArguments
 
 from hf_mmbalance import MMBalanceConfig, MMBalanceForClassification, MMBalanceForRegression, MultimodalTrainer
 from hf_mmbalance.data import make_synthetic_regression
-from hf_mmbalance.methods.ulgm import (
-    ULGMCallback,
-    extreme_centres,
-    max_distance,
-    momentum_update,
-    selfmm_unimodal_labels,
-    sugrm_unimodal_labels,
-    ulgm_loss,
-)
+from hf_mmbalance.methods.ulgm import ULGMCallback
+from ulgm_checks import check_one_update
 
 MODALITIES = {"text": 8, "audio": 6}
 DATA = make_synthetic_regression(num_samples=120, modalities=MODALITIES, noise={"text": 0.3, "audio": 1.5}, seed=0)
@@ -61,39 +54,7 @@ def test_one_update_equals_the_pure_rules_with_momentum(tmp_path, variant):
     trainer = train(tmp_path, callback, num_train_epochs=1)
     model = trainer.model.train()
     batch = TRAIN.with_format("torch")[:5]
-    outputs = model(**{name: batch[name] for name in MODALITIES}, labels=batch["labels"])
-    rows = callback.rows_of(batch["sample_idx"])
-    before = {name: callback.labels[name].clone() for name in callback.names}
-    fused_bank, y_bank = callback.features["fused"].clone(), callback.labels["fused"]
-    uni_banks = {name: callback.features[name].clone() for name in callback.names}
-
-    class State:
-        epoch = 1.0  # the second epoch (0-based floor 1 -> 1-based 2)
-
-    loss = callback.training_loss(None, State(), model=model, inputs=batch, outputs=outputs)
-    expected_loss = ulgm_loss(outputs.logits.reshape(-1), y_bank[rows],
-                              {n: outputs.unimodal_logits[n].reshape(-1) for n in callback.names},
-                              {n: before[n][rows] for n in callback.names})
-    if variant == "sugrm":  # + 0.03 * sum_s mean_i ||F*_s - F*_m||^2, the default common-space alignment
-        F_m_target = outputs.projected_fused_features.detach()
-        for name in callback.names:
-            squared = [float(((outputs.projected_features[name][i].detach() - F_m_target[i]) ** 2).sum()) for i in range(5)]
-            expected_loss = expected_loss + 0.03 * sum(squared) / 5
-    torch.testing.assert_close(loss, expected_loss)
-    F_m = outputs.projected_fused_features.detach()
-    positive, negative = fused_bank[y_bank > 0].mean(0), fused_bank[y_bank < 0].mean(0)
-    for name in callback.names:
-        F_s = outputs.projected_features[name].detach()
-        if variant == "sugrm":
-            d_max = max_distance(*extreme_centres(fused_bank, y_bank, 3.0, 0.05))
-            generated = sugrm_unimodal_labels(y_bank[rows], F_m, F_s, positive, negative, d_max, 3.0)
-        else:
-            y_s = before[name]
-            generated = selfmm_unimodal_labels(y_bank[rows], F_m, F_s, positive, negative,
-                                               uni_banks[name][y_s > 0].mean(0), uni_banks[name][y_s < 0].mean(0), 3.0)
-        torch.testing.assert_close(callback.labels[name][rows], momentum_update(before[name][rows], generated, 2))
-        assert callback.labels[name].abs().max() <= 3.0
-    torch.testing.assert_close(callback.features["fused"][rows], F_m)
+    check_one_update(callback, model, batch, [*MODALITIES, "labels"], variant)
 
 
 @pytest.mark.parametrize("variant", ["sugrm", "selfmm"])
