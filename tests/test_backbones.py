@@ -42,7 +42,7 @@ def direct_pooled(name, backbone, batch):
         hidden = backbone(main, attention_mask=mask).last_hidden_state
         frame_mask = backbone._get_feature_vector_attention_mask(hidden.shape[1], mask).float()
         return (hidden * frame_mask[..., None]).sum(1) / frame_mask.sum(1, keepdim=True)
-    if name == "whisper":
+    if name in ("whisper", "videomae"):
         return backbone(main).last_hidden_state.mean(dim=1)
     if name == "vit_frames":
         b, t = main.shape[:2]
@@ -53,7 +53,7 @@ def direct_pooled(name, backbone, batch):
 EXPECTED_MODULES = {
     "vit": "ViTModel", "resnet": "ResNetModel", "convnext": "ConvNextModel", "clip_vision": "CLIPVisionModel",
     "clip_text": "CLIPTextModel", "wav2vec2": "Wav2Vec2Model", "ast": "ASTModel", "whisper": "WhisperEncoder",
-    "bert": "BertModel", "vit_frames": "ViTModel",
+    "bert": "BertModel", "vit_frames": "ViTModel", "videomae": "VideoMAEModel",
 }
 
 
@@ -140,6 +140,8 @@ def test_a_model_whose_modalities_are_all_auto_trains_a_step():
         ("wav2vec2", lambda b: dict(b, x=b["x"].long()), "modality 'x'.*input_values.*floating-point"),
         ("vit_frames", lambda b: dict(b, x=b["x"][:, 0]), "modality 'x'.*frames.*5 dims"),
         ("vit", lambda b: dict(b, x=b["x"][:, :1]), "modality 'x'.*3-channel images, got 1 channels.*image_mean"),
+        ("videomae", lambda b: dict(b, x=b["x"][:, 0]), "modality 'x'.*pixel_values.*5 dims"),
+        ("videomae", lambda b: dict(b, x=b["x"][:, :, :1]), "modality 'x'.*3-channel images, got 1"),
         ("bert", lambda b: dict(b, x_pixel_mask=b["x_attention_mask"]), "unexpected model inputs \\['x_pixel_mask'\\]"),
     ],
 )

@@ -57,6 +57,11 @@ def bert_config():
     return T.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, max_position_embeddings=32, **_ATTENTION)
 
 
+def videomae_config():
+    return T.VideoMAEConfig(image_size=16, patch_size=8, num_channels=3, num_frames=4, tubelet_size=2, hidden_size=16,
+                            num_hidden_layers=1, **_ATTENTION)
+
+
 def image_batch(channels: int, size: int = 16):
     return lambda b, g: {"": torch.randn(b, channels, size, size, generator=g)}
 
@@ -86,6 +91,8 @@ BACKBONES = {
     "whisper": (lambda: {"backbone_config": whisper_config()}, lambda b, g: {"": torch.randn(b, 16, 20, generator=g)}),
     "bert": (lambda: {"backbone_config": bert_config()}, _token_batch),
     "vit_frames": (lambda: {"backbone_config": vit_config(), "frames": True}, lambda b, g: {"": torch.randn(b, 3, 3, 16, 16, generator=g)}),
+    # a video backbone takes (batch, frames, C, H, W) as its own pixel_values
+    "videomae": (lambda: {"backbone_config": videomae_config()}, lambda b, g: {"": torch.randn(b, 4, 3, 16, 16, generator=g)}),
 }
 
 

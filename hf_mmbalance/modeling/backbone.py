@@ -146,10 +146,11 @@ def freeze_backbone(backbone: nn.Module, freeze: bool | int) -> None:
         parameter.requires_grad_(False)
 
 
-def _main_input_rank(main_input: str, model_type: str) -> tuple[int, bool] | None:
+def _main_input_rank(main_input: str, config) -> tuple[int, bool] | None:
     """(ndim per sample, floating) of a known main input; None when the backbone's own checks must decide."""
+    model_type = config.model_type
     if main_input == "pixel_values":
-        return 3, True  # (C, H, W)
+        return (4, True) if is_video_backbone(config) else (3, True)  # (T, C, H, W) or (C, H, W)
     if main_input == "input_ids":
         return 1, False
     if main_input == "input_features":
@@ -157,6 +158,12 @@ def _main_input_rank(main_input: str, model_type: str) -> tuple[int, bool] | Non
     if main_input == "input_values":
         return (2, True) if model_type == "audio-spectrogram-transformer" else (1, True)  # AST: (frames, mel bins)
     return None
+
+
+def is_video_backbone(config) -> bool:
+    """Video backbones (VideoMAE, ViViT, TimeSformer) take `(batch, frames, C, H, W)` as their own `pixel_values` and
+    say how many frames they expect."""
+    return isinstance(getattr(config, "num_frames", None), int)
 
 
 class AutoBackboneEncoder(nn.Module):
@@ -202,11 +209,12 @@ class AutoBackboneEncoder(nn.Module):
         self.temporal_pooling = temporal_pooling
         self.main_input_name = self.backbone.main_input_name
         self.extra_inputs = backbone_extra_inputs(self.backbone)
-        self._input_rank = _main_input_rank(self.main_input_name, config.model_type)
+        self._input_rank = _main_input_rank(self.main_input_name, config)
+        self._channel_axis = 1 + int(self.frames or is_video_backbone(config))
         # A 1-channel image backbone also takes 2-D maps (H, W): a log-mel spectrogram `(frames, mel bins)` from a
         # feature extractor goes through a ResNet as the papers' audio stream does, gaining the channel axis here.
         self.num_channels = getattr(config, "num_channels", None) if self.main_input_name == "pixel_values" else None
-        self.adds_channel = self.num_channels == 1
+        self.adds_channel = self.num_channels == 1 and not is_video_backbone(config)
 
     @property
     def per_sample_input(self) -> tuple[tuple[int, ...], bool] | None:
@@ -229,7 +237,7 @@ class AutoBackboneEncoder(nn.Module):
                 f"modality {modality!r}: the backbone's {self.main_input_name} must be a tensor {layout}, "
                 f"got shape {tuple(value.shape)}; process the raw column with the modality's processor"
             )
-        channel_axis = 1 + int(self.frames)
+        channel_axis = self._channel_axis
         if self.num_channels and value.ndim == max(ranks) and value.shape[channel_axis] != self.num_channels:
             raise BackboneInputError(
                 f"modality {modality!r}: the backbone takes {self.num_channels}-channel images, got "
