@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 
 from ..data import validate_dataset
 from ..data.validation import RAW_KINDS, column_kind, validate_backbone_columns
@@ -17,8 +20,11 @@ from ..hub import render_model_card
 from ..modeling import MMBalanceConfig
 from .batches import SAMPLE_ID_COLUMN
 from .callbacks import BalancingCallback
+from .checkpoint_state import CheckpointStateError
 from .metrics import build_compute_metrics
 from .optimizer import modality_parameter_groups
+
+logger = logging.get_logger(__name__)
 
 
 def modality_schema(config: MMBalanceConfig) -> dict[str, Any]:
@@ -114,6 +120,36 @@ def variable_length_sequences(config: MMBalanceConfig, datasets_given: list) -> 
     return found
 
 
+METHOD_STATE_MODES = ("require", "restart")
+
+
+def is_complete_checkpoint(folder: str) -> bool:
+    """`Trainer` writes `trainer_state.json` last (after the model, optimizer, RNG and our methods' state): a folder
+    whose copy of it is missing or unreadable was being saved when the run was killed."""
+    try:
+        with open(os.path.join(folder, TRAINER_STATE_NAME), encoding="utf-8") as handle:
+            json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The latest `checkpoint-<step>` of `output_dir` that `is_complete_checkpoint` (None when there is none)."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        prefix, _, step = name.rpartition("-")
+        if prefix == PREFIX_CHECKPOINT_DIR and step.isdigit() and os.path.isdir(os.path.join(output_dir, name)):
+            steps.append(int(step))
+    for step in sorted(steps, reverse=True):
+        folder = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        if is_complete_checkpoint(folder):
+            return folder
+    return None
+
+
 def without_sample_ids(inputs: dict[str, Any]) -> dict[str, Any]:
     """The batch as the model takes it: `sample_idx` stays with the batch for the callbacks only."""
     return {key: value for key, value in inputs.items() if key != SAMPLE_ID_COLUMN}
@@ -133,7 +169,20 @@ class MultimodalTrainer(Trainer):
         (`accuracy`, `f1_macro`, `unimodal_<m>_accuracy`, ...; MAE / Pearson for regression).
     """
 
-    def __init__(self, model=None, args=None, *trainer_args, validate_datasets: bool = True, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args=None,
+        *trainer_args,
+        validate_datasets: bool = True,
+        method_state_on_resume: str = "require",
+        **kwargs,
+    ):
+        if method_state_on_resume not in METHOD_STATE_MODES:
+            raise ValueError(
+                f"method_state_on_resume={method_state_on_resume!r} is unknown; expected one of {list(METHOD_STATE_MODES)}"
+            )
+        self.method_state_on_resume = method_state_on_resume
         config = getattr(model, "config", None)
         if not isinstance(config, MMBalanceConfig):
             raise TypeError(
@@ -393,5 +442,23 @@ class MultimodalTrainer(Trainer):
             return
         for callback in self.balancing_callbacks:
             if id(callback) not in self._balancing_state_loaded:
-                callback.load_checkpoint_state(self._resume_checkpoint_dir)
+                if self.method_state_on_resume == "restart":
+                    logger.warning(f"{type(callback).__name__}: starting fresh, not from {self._resume_checkpoint_dir}")
+                else:
+                    callback.load_checkpoint_state(self._resume_checkpoint_dir)
                 self._balancing_state_loaded.add(id(callback))
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """`Trainer.train`; `resume_from_checkpoint=True` picks the latest COMPLETE checkpoint of `output_dir` (one a
+        kill interrupted while saving is skipped), and an incomplete folder given by path is refused by name."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint found in output_dir {self.args.output_dir} to resume from")
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)) and os.path.isdir(resume_from_checkpoint):
+            if not is_complete_checkpoint(resume_from_checkpoint):
+                raise CheckpointStateError(
+                    f"checkpoint {resume_from_checkpoint} is incomplete (no readable {TRAINER_STATE_NAME}: its save was "
+                    f"interrupted); resume from an earlier one, e.g. {last_complete_checkpoint(os.path.dirname(os.fspath(resume_from_checkpoint)))}"
+                )
+        return super().train(resume_from_checkpoint, *args, **kwargs)
