@@ -19,6 +19,8 @@ from .mfeat import arrow_table
 __all__ = ["DatasetValidationError", "RAW_KINDS", "column_kind", "validate_backbone_columns", "validate_dataset"]
 
 _TASKS = ("classification", "regression")
+# Features this large (1e30 was seen) give losses of 1e28 and infinite gradient norms while training goes on.
+MAX_ABS_FEATURE = 1e10
 
 
 class DatasetValidationError(ValueError):
@@ -45,9 +47,10 @@ def validate_dataset(
     modalities: Mapping[str, int | tuple[int | None, int]],
     num_labels: int | None = None,
     task: str = "classification",
-    label_column: str = "labels",
+    label_column: str | None = "labels",
 ) -> None:
-    """Raise :class:`DatasetValidationError` if ``dataset`` cannot feed a model with these inputs.
+    """Raise :class:`DatasetValidationError` if ``dataset`` cannot feed a model with these inputs (``label_column=None``:
+    a prediction set without labels, only the modalities are checked).
 
     ``modalities`` maps column name -> input size: an int for a feature vector of that length, or
     ``(seq_len, dim)`` for a sequence (``seq_len=None`` allows any length; ``dim`` must match). It may be empty
@@ -83,13 +86,14 @@ def _validate_one(
         raise DatasetValidationError(
             f"{where}missing modality column {', '.join(map(repr, missing))}; columns present: {present}"
         )
-    if label_column not in present:
+    if label_column is not None and label_column not in present:
         raise DatasetValidationError(f"{where}missing label column {label_column!r}; columns present: {present}")
 
-    table = arrow_table(ds, list(dict.fromkeys([*specs, label_column])))
+    table = arrow_table(ds, list(dict.fromkeys([*specs, *([label_column] if label_column else [])])))
     for name, spec in specs.items():
         _check_modality(table.column(name), name, spec, ds.features[name], where)
-    _check_labels(table.column(label_column), label_column, num_labels, task, ds.features[label_column], where)
+    if label_column is not None:
+        _check_labels(table.column(label_column), label_column, num_labels, task, ds.features[label_column], where)
 
 
 def _unwrap(column: pa.ChunkedArray) -> pa.Array:
@@ -174,6 +178,13 @@ def _check_modality(column: pa.ChunkedArray, name: str, spec: tuple, feature, wh
         row = _to_row(int(bad[0]), row_maps)
         raise DatasetValidationError(
             f"{what}: contains NaN or inf ({bad.size} values), first at row {row} (value {values[bad[0]]})"
+        )
+    huge = np.abs(values) >= MAX_ABS_FEATURE
+    if huge.any():
+        bad = np.flatnonzero(huge)
+        raise DatasetValidationError(
+            f"{what}: {bad.size} values of magnitude >= {MAX_ABS_FEATURE:g} (first at row {_to_row(int(bad[0]), row_maps)}, "
+            f"value {values[bad[0]]:g}): the loss and gradients overflow; standardize the column"
         )
 
 

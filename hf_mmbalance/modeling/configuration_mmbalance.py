@@ -7,7 +7,11 @@ never imported `hf_mmbalance`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
+import math
+import os
 from typing import Any
 
 from transformers import PreTrainedConfig
@@ -59,6 +63,34 @@ class MMBalanceConfigError(ValueError):
     """A configuration field holds a value the models cannot use."""
 
 
+# Whether a backbone's own code (its config's `auto_map`, a Hub repo's configuration / modelling files) may run. Only
+# the caller's `trust_remote_code=True` sets it (`MMBalanceConfig(...)`, `from_pretrained(...)`); nothing read from a
+# file can: `from_dict` drops every `trust_remote_code` a saved config holds.
+_BACKBONE_REMOTE_CODE = contextvars.ContextVar("mmbalance_backbone_remote_code", default=False)
+
+
+@contextlib.contextmanager
+def backbone_remote_code(allowed: bool):
+    """Within the block, configs and models built (and loaded) may run their backbones' remote code iff `allowed`."""
+    token = _BACKBONE_REMOTE_CODE.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _BACKBONE_REMOTE_CODE.reset(token)
+
+
+def _without_file_trust(config_dict: dict) -> dict:
+    """A saved config with every `trust_remote_code` removed: a file never decides whether code runs."""
+    cleaned = {key: value for key, value in config_dict.items() if key not in ("trust_remote_code", "_trust_remote_code")}
+    modalities = cleaned.get("modalities")
+    if isinstance(modalities, dict):
+        cleaned["modalities"] = {
+            name: {k: v for k, v in settings.items() if k != "trust_remote_code"} if isinstance(settings, dict) else settings
+            for name, settings in modalities.items()
+        }
+    return cleaned
+
+
 def _normalize_modality(name: str, settings: Any) -> dict[str, Any]:
     """Turn the user's modality entry (an int input size, or a dict) into a complete settings dict."""
     if isinstance(settings, bool) or not isinstance(settings, (int, dict)):
@@ -68,6 +100,11 @@ def _normalize_modality(name: str, settings: Any) -> dict[str, Any]:
     if isinstance(settings, int):
         settings = {"input_size": settings}
     settings = copy.deepcopy(dict(settings))
+    if "trust_remote_code" in settings:
+        raise MMBalanceConfigError(
+            f"modalities[{name!r}].trust_remote_code: a modality's settings cannot allow remote code (a saved config "
+            "could then run code by itself); pass trust_remote_code=True to MMBalanceConfig(...) or from_pretrained(...)"
+        )
     encoder = settings.setdefault("encoder", "mlp")
     if encoder not in ENCODERS:
         raise MMBalanceConfigError(
@@ -86,6 +123,7 @@ def _normalize_modality(name: str, settings: Any) -> dict[str, Any]:
         _check_backbone_fields(name, merged)
         merged.setdefault("input_size", None)
     else:
+        _check_encoder_sizes(name, merged)
         size = merged.get("input_size")
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise MMBalanceConfigError(
@@ -97,6 +135,20 @@ def _normalize_modality(name: str, settings: Any) -> dict[str, Any]:
                 f"modalities[{name!r}].feature_size must be a positive int, got {feature_size!r}"
             )
     return merged
+
+
+def _check_encoder_sizes(name: str, settings: dict[str, Any]) -> None:
+    """Hidden sizes and dropout of the built-in encoders, refused here rather than by torch's own error."""
+    hidden = settings.get("hidden_sizes", [])
+    if not isinstance(hidden, (list, tuple)) or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+        raise MMBalanceConfigError(f"modalities[{name!r}].hidden_sizes must be a list of positive ints, got {hidden!r}")
+    dropout = settings.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise MMBalanceConfigError(f"modalities[{name!r}].dropout must be a number in [0, 1), got {dropout!r}")
+
+
+# Batch keys the model and trainer read besides the modalities: a modality cannot be named like one of them.
+RESERVED_NAMES = ("labels", "label", "label_ids", "sample_idx", "return_dict")
 
 
 def _check_training_controls(name: str, settings: dict[str, Any]) -> None:
@@ -218,6 +270,8 @@ class MMBalanceConfig(PreTrainedConfig):
     modality_order: list | None = None
 
     def __post_init__(self, **kwargs):
+        # The caller's own switch (never serialized, see `_remove_keys_not_serialized`); `from_dict` removes any from a file.
+        self._trust_remote_code = bool(kwargs.pop("trust_remote_code", False)) or _BACKBONE_REMOTE_CODE.get()
         if self.task == "regression" and "num_labels" not in kwargs and self.id2label is None:
             kwargs["num_labels"] = 1
         super().__post_init__(**kwargs)
@@ -257,6 +311,16 @@ class MMBalanceConfig(PreTrainedConfig):
             return {}
         if not isinstance(modalities, dict):
             raise MMBalanceConfigError(f"modalities must be a mapping name -> settings, got {type(modalities).__name__}")
+        reserved = [name for name in modalities if name in RESERVED_NAMES]
+        if reserved:
+            raise MMBalanceConfigError(
+                f"modalities {reserved} are named like batch keys the model reads ({list(RESERVED_NAMES)}); rename them"
+            )
+        clashes = [a for a in modalities for b in modalities if a == f"{b}_attention_mask"]
+        if clashes:
+            raise MMBalanceConfigError(
+                f"modalities {clashes} are named like another modality's attention mask key (<modality>_attention_mask)"
+            )
         return {str(name): _normalize_modality(str(name), settings) for name, settings in modalities.items()}
 
     def _restore_modality_order(self) -> None:
@@ -310,18 +374,47 @@ class MMBalanceConfig(PreTrainedConfig):
                 "('fused', the modality names and the fusion's own loss terms)"
             )
         for key, value in self.loss_weights.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise MMBalanceConfigError(f"loss_weights[{key!r}] must be a non-negative number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
+                raise MMBalanceConfigError(f"loss_weights[{key!r}] must be a finite non-negative number, got {value!r}")
 
     def _fill_backbone_configs(self) -> None:
-        for settings in self.modalities.values():
+        for name, settings in self.modalities.items():
             if settings["encoder"] == "auto" and settings.get("backbone_config") is None:
                 from transformers import AutoConfig
 
-                backbone = AutoConfig.from_pretrained(
-                    settings["backbone"], trust_remote_code=bool(settings.get("trust_remote_code", False))
-                )
+                try:
+                    backbone = AutoConfig.from_pretrained(settings["backbone"], trust_remote_code=self._trust_remote_code)
+                except ValueError as error:  # e.g. a backbone whose config needs its own code, not allowed here
+                    raise MMBalanceConfigError(f"modalities[{name!r}].backbone={settings['backbone']!r}: {error}") from None
                 settings["backbone_config"] = backbone.to_dict()
+
+    @property
+    def trust_remote_code(self) -> bool:
+        """Whether this config's backbones may run their own code: the caller's `trust_remote_code=True` only."""
+        return self._trust_remote_code
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        return super().from_dict(_without_file_trust(config_dict), **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, trust_remote_code: bool = False, **kwargs):
+        with backbone_remote_code(trust_remote_code):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def _remove_keys_not_serialized(self, d: dict) -> None:
+        super()._remove_keys_not_serialized(d)
+        d.pop("_trust_remote_code", None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The saved form: a backbone given as a local folder is stored by its folder name, never the local path (the
+        checkpoint holds the backbone's weights and config; `load_backbone_weights` needs the original location)."""
+        output = super().to_dict()
+        for settings in output.get("modalities", {}).values():
+            backbone = settings.get("backbone")
+            if isinstance(backbone, str) and (os.path.isabs(backbone) or os.path.exists(backbone)):
+                settings["backbone"] = os.path.basename(os.path.normpath(backbone))
+        return output
 
     @property
     def modality_names(self) -> list[str]:

@@ -91,8 +91,9 @@ class TransformerSequenceEncoder(nn.Module):
         return masked_mean(hidden, attention_mask)
 
 
-def build_encoder(settings: dict[str, Any]) -> nn.Module:
-    """The encoder named by `settings["encoder"]`, from one normalized modality entry of the config."""
+def build_encoder(settings: dict[str, Any], trust_remote_code: bool = False) -> nn.Module:
+    """The encoder named by `settings["encoder"]`, from one normalized modality entry of the config; an `auto`
+    backbone may run its own code only with the caller's `trust_remote_code` (`MMBalanceConfig.trust_remote_code`)."""
     kind = settings["encoder"]
     if kind == "mlp":
         return MLPEncoder(
@@ -118,7 +119,7 @@ def build_encoder(settings: dict[str, Any]) -> nn.Module:
             settings["backbone_config"],
             pooling=settings["pooling"],
             feature_size=settings.get("feature_size"),
-            trust_remote_code=bool(settings.get("trust_remote_code", False)),
+            trust_remote_code=trust_remote_code,
             tower=settings.get("tower"),
             frames=bool(settings.get("frames", False)),
             temporal_pooling=settings.get("temporal_pooling", "mean"),

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .backbone import BackboneInputError, freeze_backbone, pretrained_backbone_state
-from .configuration_mmbalance import MMBalanceConfig
+from .configuration_mmbalance import MMBalanceConfig, backbone_remote_code
 from .encoders import build_encoder
 from .fusion import build_fusion
 from .recalibration import ModalityRecalibration
@@ -72,10 +72,17 @@ class MMBalancePreTrainedModel(PreTrainedModel):
         elif hasattr(module, "reset_parameters") and not isinstance(module, PreTrainedModel):
             module.reset_parameters()
 
-    def load_backbone_weights(self, modalities: list[str] | None = None) -> None:
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, trust_remote_code: bool = False, **kwargs):
+        """`PreTrainedModel.from_pretrained`; `trust_remote_code=True` (the caller's, never a file's) also lets the
+        checkpoint's backbones build from their own code."""
+        with backbone_remote_code(trust_remote_code):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, trust_remote_code=trust_remote_code, **kwargs)
+
+    def load_backbone_weights(self, modalities: list[str] | None = None, trust_remote_code: bool = False) -> None:
         """Load the pretrained weights of every `encoder="auto"` modality (or of `modalities`) from its `backbone`
         name or path: the whole model, the encoder of an encoder-decoder (Whisper), or the `tower` of a multi-tower
-        model (CLIP's vision or text tower).
+        model (CLIP's vision or text tower). `trust_remote_code`: let a backbone that needs its own code load it.
 
         Kept out of `__init__` because `from_pretrained` builds the model on the meta device and then
         loads the hf_mmbalance checkpoint, which already holds the (fine-tuned) backbone weights.
@@ -87,9 +94,7 @@ class MMBalancePreTrainedModel(PreTrainedModel):
             settings = self.config.modalities[name]
             if settings["encoder"] != "auto" or not settings.get("backbone"):
                 raise ValueError(f"modality {name!r} has no `backbone` to load pretrained weights from")
-            pretrained = AutoModel.from_pretrained(
-                settings["backbone"], trust_remote_code=bool(settings.get("trust_remote_code", False))
-            )
+            pretrained = AutoModel.from_pretrained(settings["backbone"], trust_remote_code=trust_remote_code)
             backbone = self.encoders[name].backbone
             backbone.load_state_dict(pretrained_backbone_state(pretrained, backbone, settings.get("tower")))
 
@@ -143,7 +148,9 @@ class MMBalanceModel(MMBalancePreTrainedModel):
         if not config.modalities:
             raise ValueError("MMBalanceConfig.modalities is empty: declare at least one modality")
         self.modality_names = list(config.modalities)
-        self.encoders = nn.ModuleDict({name: build_encoder(s) for name, s in config.modalities.items()})
+        self.encoders = nn.ModuleDict(
+            {name: build_encoder(s, config.trust_remote_code) for name, s in config.modalities.items()}
+        )
         feature_sizes = {name: encoder.feature_size for name, encoder in self.encoders.items()}
         self.fusion = build_fusion(
             config.fusion,
@@ -213,7 +220,21 @@ class MMBalanceModel(MMBalancePreTrainedModel):
                 extras[name][argument] = inputs[key]
         for name, value in values.items():
             self._check_input_shape(name, value)
+            self._check_mask_length(name, value, extras[name].get("attention_mask"))
         return values, extras
+
+    def _check_mask_length(self, name: str, value: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """A mask over a sequence must cover it position for position (the built-in transformer's sequences, token ids
+        and waveforms); other backbones' masks follow their own layout and are left to them."""
+        if mask is None:
+            return
+        encoder = self.config.modalities[name]["encoder"]
+        sequence = encoder == "transformer" or (encoder == "auto" and value.ndim == 2)
+        if sequence and tuple(mask.shape) != tuple(value.shape[:2]):
+            raise ValueError(
+                f"modality {name!r}: {name}_attention_mask has shape {tuple(mask.shape)}, expected {tuple(value.shape[:2])} "
+                f"(batch, length) to match the input {tuple(value.shape)}"
+            )
 
     def _check_input_shape(self, name: str, value: torch.Tensor) -> None:
         settings = self.config.modalities[name]

@@ -14,15 +14,16 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from ..data import validate_dataset
+from ..data import DatasetValidationError, validate_dataset
 from ..data.validation import RAW_KINDS, column_kind, validate_backbone_columns
 from ..hub import render_model_card
 from ..modeling import MMBalanceConfig
-from .batches import SAMPLE_ID_COLUMN
+from .batches import SAMPLE_ID_COLUMN, check_batches
 from .callbacks import BalancingCallback
 from .checkpoint_state import CheckpointStateError
 from .metrics import build_compute_metrics
 from .optimizer import modality_parameter_groups
+from .safe_args import make_token_free
 
 logger = logging.get_logger(__name__)
 
@@ -202,6 +203,12 @@ class MultimodalTrainer(Trainer):
             if kwargs.get(key) is not None:
                 kwargs[key] = self._prepared_dataset(kwargs[key], model, processor, key, validate_datasets)
         super().__init__(model, args, *trainer_args, **kwargs)
+        self._validate_datasets = validate_datasets
+        for key in ("train_dataset", "eval_dataset"):
+            given = kwargs.get(key)
+            if validate_datasets and given is not None and not hasattr(given, "column_names") and not isinstance(given, dict):
+                check_batches(model, given, self.data_collator, key)  # a torch Dataset: read it once, batch by batch
+        make_token_free(self.args)  # training_args.bin (written and pushed with every save) holds no token or path
         if self.args.label_names is None:
             self.label_names = ["labels"]
         self._loss_term_sums: dict[str, torch.Tensor] = {}
@@ -212,23 +219,27 @@ class MultimodalTrainer(Trainer):
 
     # ----- data -----
     @staticmethod
-    def _prepared_dataset(dataset, model, processor, field: str, validate: bool):
+    def _prepared_dataset(dataset, model, processor, field: str, validate: bool, labels: bool = True):
         import datasets
 
         config = model.config
         if isinstance(dataset, dict) and not isinstance(dataset, datasets.Dataset):
             return {
-                name: MultimodalTrainer._prepared_dataset(d, model, processor, f"{field}[{name!r}]", validate)
+                name: MultimodalTrainer._prepared_dataset(d, model, processor, f"{field}[{name!r}]", validate, labels)
                 for name, d in dataset.items()
             }
         if not isinstance(dataset, datasets.Dataset):
             return dataset
+        if validate and field == "train_dataset" and len(dataset) == 0:
+            raise DatasetValidationError("train_dataset is empty: there is nothing to train on")
         if validate:
+            has_labels = labels or "labels" in dataset.column_names
             validate_dataset(
                 dataset,
                 modality_schema(config),
                 num_labels=config.num_labels if config.task == "classification" else None,
                 task=config.task,
+                label_column="labels" if has_labels else None,
             )
             validate_model_inputs(dataset, model, processor, where=f"{field}: ")
         if dataset.format["type"] is not None or has_raw_columns(dataset, [*model.input_names, *(processor.raw_columns if processor else [])]):
@@ -373,6 +384,25 @@ class MultimodalTrainer(Trainer):
         super().log(logs, start_time)
 
     # ----- evaluation -----
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """`Trainer.evaluate`, with a dataset given here validated like the constructor's (a NaN row would otherwise be
+        scored as class 0 and its loss dropped)."""
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            eval_dataset = self._checked_dataset(eval_dataset, "eval_dataset")
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        """`Trainer.predict`, with `test_dataset` validated first (labels are optional)."""
+        test_dataset = self._checked_dataset(test_dataset, "test_dataset", labels=False)
+        return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def _checked_dataset(self, dataset, field: str, labels: bool = True):
+        processor = multimodal_processor(self.processing_class)
+        prepared = self._prepared_dataset(dataset, self.model, processor, field, self._validate_datasets, labels)
+        if self._validate_datasets and not hasattr(prepared, "column_names"):
+            check_batches(self.model, prepared, self.data_collator, field, labels=labels)
+        return prepared
+
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys: Sequence[str] | None = None):
         inputs = self._prepare_inputs(inputs)
         labels = inputs.get("labels")

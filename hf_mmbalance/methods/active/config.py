@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 
 STRATEGIES = ("random", "entropy", "badge", "bmmal")
 RETRAIN_MODES = ("reset", "continue")
+# The options a resumed run must share with the saved one (else the rounds of two runs would be mixed); the others
+# (total_budget, max_rounds, target_metric / target_value, scoring_batch_size) only say when to stop or how fast to
+# score, and may change on every resume.
+RESUME_CHECKED = ("strategy", "budget_per_round", "seed", "retrain")
 
 
 @dataclass
@@ -21,6 +25,12 @@ class ActiveLearningConfig:
     retrain: str = field(default="reset", metadata={"help": "reset: every round trains from the same initial weights; continue: from the last round's"})
     seed: int = field(default=0, metadata={"help": "seed of the random draws (round 1, random strategy, k-means++)"})
     scoring_batch_size: int = field(default=512, metadata={"help": "batch size of the pool-scoring pass"})
+    allow_config_change: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "on resume, continue the saved run although these options changed (any of strategy, "
+                          "budget_per_round, seed, retrain; e.g. [strategy]): the new values apply from the next round "
+                          "on and the change is recorded in the state. Without it a changed option is refused"},
+    )
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -31,15 +41,39 @@ class ActiveLearningConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ActiveLearningConfig.{name} must be an int >= 1, got {value!r}")
+        for name in ("total_budget", "max_rounds"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"ActiveLearningConfig.{name} must be None or an int >= 0, got {value!r}")
         if self.total_budget is not None and self.total_budget < self.budget_per_round:
             raise ValueError(
                 f"ActiveLearningConfig.total_budget={self.total_budget} is smaller than one round's budget_per_round={self.budget_per_round}"
             )
         if (self.target_metric is None) != (self.target_value is None):
             raise ValueError("ActiveLearningConfig.target_metric and target_value go together: set both or neither")
+        allowed = self.allow_config_change
+        if isinstance(allowed, str):
+            allowed = allowed.replace(",", " ").split()
+        if allowed is None:
+            allowed = ()
+        if not isinstance(allowed, (list, tuple)) or not all(isinstance(name, str) for name in allowed):
+            raise ValueError(f"ActiveLearningConfig.allow_config_change must be a list of option names, got {allowed!r}")
+        unknown = [name for name in allowed if name not in RESUME_CHECKED]
+        if unknown:
+            raise ValueError(
+                f"ActiveLearningConfig.allow_config_change={list(allowed)}: {unknown} cannot be allowed; the options "
+                f"checked on resume are {list(RESUME_CHECKED)} (the others may change on any resume)"
+            )
+        self.allow_config_change = tuple(allowed)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def run_settings(self) -> dict:
+        """The options recorded in the state file (all but `allow_config_change`, a permission for one resume)."""
+        settings = self.to_dict()
+        settings.pop("allow_config_change")
+        return settings
 
-__all__ = ["ActiveLearningConfig", "STRATEGIES", "RETRAIN_MODES"]
+
+__all__ = ["ActiveLearningConfig", "STRATEGIES", "RETRAIN_MODES", "RESUME_CHECKED"]

@@ -11,11 +11,21 @@
 Scoring is one inference pass (eval mode, no parameter update) with the model as trained so far. Under DDP
 the order is built on rank 0 and broadcast, so every rank shards the same order. The built orders and the
 accumulated components are saved with every checkpoint: a resumed run replays the same orders.
+
+Checkpoint state: one JSON file, `bss_state.json`, written atomically (temporary file + `os.replace`):
+  * `format_version` (2), `config` (the `BSSConfig` fields), `num_samples` and `seed` (the resolved seed of the
+    orders) of the plan, `orders` (epoch -> dataset positions), `sorted_order` (heuristic), `score_history`;
+  * `accumulated` (learned scheduler: the accumulated normalized loss / similarity, one value per sample) with
+    `accumulated_dtype` ("float64"): the values are float64 and JSON writes a float64 as its shortest round-trip
+    repr, so reading them back AS FLOAT64 gives the saved bits exactly (reading them as float32, as before, moved
+    every resumed weight by up to 6e-8 and could change a later epoch's draw).
+Resuming refuses (`CheckpointStateError`, naming the file) a missing, unreadable or incomplete state file, one saved
+with another `BSSConfig`, another training-set size or another seed; `MultimodalTrainer(method_state_on_resume=
+"restart")` starts the curriculum fresh instead.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -24,6 +34,14 @@ import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from ...trainer.callbacks import BalancingCallback
+from ...trainer.checkpoint_state import (
+    RESTART_HINT,
+    CheckpointStateError,
+    check_same_config,
+    read_json_state,
+    require_keys,
+    write_json_atomic,
+)
 from ...trainer.distributed import broadcast_from_main, is_main_process
 from .config import BSSConfig
 from .diagnostics import plot_bss_diagnostics
@@ -40,6 +58,10 @@ from .pacing import pacing_fraction, subset_size
 from .sampler import CurriculumSampler
 
 STATE_FILE = "bss_state.json"
+STATE_FORMAT_VERSION = 2
+STATE_KEYS = ("format_version", "config", "num_samples", "seed", "orders", "sorted_order", "accumulated",
+              "accumulated_dtype", "score_history")
+ACCUMULATED_DTYPE = torch.float64  # what `accumulate_scores` returns, saved and restored as such
 LOG_PREFIX = "bss/"
 
 BSS_CITATION = """@inproceedings{guan2025bss,
@@ -70,6 +92,8 @@ class BSSCallback(BalancingCallback):
         self._state: TrainerState | None = None  # the Trainer's state, for the step -> curriculum epoch mapping
         self._seen: set[int] = set()  # samples of the curriculum epochs 1.._seen_through, for `fraction_seen`
         self._seen_through = 0
+        self._num_samples: int | None = None
+        self._restored_plan: tuple[str, dict[str, Any]] | None = None  # (path, saved plan) to check against the new one
 
     # ----- plan -----
     def get_train_sampler(self, train_dataset, args: TrainingArguments) -> CurriculumSampler:
@@ -80,6 +104,9 @@ class BSSCallback(BalancingCallback):
         self._dataset = train_dataset
         self._seed = args.seed if self.config.seed is None else self.config.seed
         self._total_batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self._num_samples = num_samples
+        if self._restored_plan is not None:  # the checkpoint was read before the loader was built (the usual order)
+            self._check_plan(*self._restored_plan)
         self.sampler = CurriculumSampler(num_samples, self.epoch_sizes(num_samples, num_epochs), self._build_order)
         self.sampler.orders.update(self._saved_orders)
         return self.sampler
@@ -184,28 +211,79 @@ class BSSCallback(BalancingCallback):
 
     # ----- checkpoints -----
     def save_checkpoint_state(self, checkpoint_dir: str) -> None:
+        accumulated = {k: v.to(ACCUMULATED_DTYPE).tolist() for k, v in (self._accumulated or {}).items()}
         state = {
+            "format_version": STATE_FORMAT_VERSION,
             "config": self.config.to_dict(),
+            "num_samples": self._num_samples,
+            "seed": self._seed if self.sampler is not None else None,
             "orders": {str(epoch): order for epoch, order in (self.sampler.orders if self.sampler else {}).items()},
             "sorted_order": self._sorted_order,
-            "accumulated": {k: v.tolist() for k, v in (self._accumulated or {}).items()},
+            "accumulated": accumulated,
+            "accumulated_dtype": str(ACCUMULATED_DTYPE).removeprefix("torch."),
             "score_history": {str(k): v for k, v in self.score_history.items()},
         }
-        with open(os.path.join(checkpoint_dir, STATE_FILE), "w", encoding="utf-8") as handle:
-            json.dump(state, handle)
+        write_json_atomic(os.path.join(checkpoint_dir, STATE_FILE), state)
 
     def load_checkpoint_state(self, checkpoint_dir: str) -> None:
+        """Restore the orders, the sorted order and the accumulated scores; refuse (`CheckpointStateError`, naming
+        the file) a missing, unreadable or incomplete `bss_state.json` and one saved with another config."""
         path = os.path.join(checkpoint_dir, STATE_FILE)
-        if not os.path.isfile(path):
-            return
-        with open(path, encoding="utf-8") as handle:
-            state = json.load(handle)
-        self._saved_orders = {int(epoch): order for epoch, order in state["orders"].items()}
-        if self.sampler is not None:  # the loader was built before the checkpoint was read
+        method = type(self).__name__
+        state = read_json_state(path, method)
+        require_keys(state, STATE_KEYS, path, method)
+        if state["format_version"] != STATE_FORMAT_VERSION:
+            raise CheckpointStateError(
+                f"{method}: {path} has format_version {state['format_version']!r}, this version reads "
+                f"{STATE_FORMAT_VERSION}. {RESTART_HINT}"
+            )
+        check_same_config(state["config"], self.config.to_dict(), path, method)
+        accumulated_dtype = state["accumulated_dtype"]
+        if accumulated_dtype != str(ACCUMULATED_DTYPE).removeprefix("torch."):
+            raise CheckpointStateError(f"{method}: {path} holds accumulated scores of dtype {accumulated_dtype!r}, "
+                                       f"expected 'float64'. {RESTART_HINT}")
+        try:
+            orders = {int(epoch): [int(i) for i in order] for epoch, order in state["orders"].items()}
+            accumulated = {key: torch.tensor(values, dtype=ACCUMULATED_DTYPE) for key, values in state["accumulated"].items()}
+            score_history = {int(k): v for k, v in state["score_history"].items()}
+            sorted_order = None if state["sorted_order"] is None else [int(i) for i in state["sorted_order"]]
+            if accumulated and set(accumulated) != {"loss", "similarity"}:
+                raise ValueError(f"accumulated holds {sorted(accumulated)}, expected ['loss', 'similarity']")
+        except (AttributeError, TypeError, ValueError) as error:
+            raise CheckpointStateError(f"{method}: {path} is damaged ({type(error).__name__}: {error}). {RESTART_HINT}") from None
+        plan = {"num_samples": state["num_samples"], "seed": state["seed"], "orders": orders,
+                "sorted_order": sorted_order, "accumulated": accumulated}
+        if self.sampler is not None:  # the loader was built before the checkpoint was read: check now
+            self._check_plan(path, plan)
+        self._restored_plan = (path, plan)
+        self._saved_orders = orders
+        if self.sampler is not None:
             self.sampler.orders.update(self._saved_orders)
-        self._sorted_order = state["sorted_order"]
-        self._accumulated = {k: torch.tensor(v) for k, v in state["accumulated"].items()} or None
-        self.score_history = {int(k): v for k, v in state["score_history"].items()}
+        self._sorted_order = sorted_order
+        self._accumulated = accumulated or None
+        self.score_history = score_history
+
+    def _check_plan(self, path: str, plan: dict[str, Any]) -> None:
+        """The saved orders index a training set of `num_samples` rows drawn with `seed`: refuse another set or seed."""
+        method = type(self).__name__
+        saved_n, saved_seed = plan["num_samples"], plan["seed"]
+        if saved_n is not None and saved_n != self._num_samples:
+            raise CheckpointStateError(
+                f"{method}: the checkpoint's state ({path}) was saved for a training set of {saved_n} samples, this one "
+                f"has {self._num_samples}; its orders and scores do not apply. {RESTART_HINT}"
+            )
+        if saved_seed is not None and saved_seed != self._seed:
+            raise CheckpointStateError(
+                f"{method}: the checkpoint's state ({path}) was drawn with seed {saved_seed} (BSSConfig.seed, else "
+                f"TrainingArguments.seed), this run has seed {self._seed}; resume with the same seed. {RESTART_HINT}"
+            )
+        n = self._num_samples
+        bad = [name for name, indices in (("sorted_order", plan["sorted_order"] or []),
+                                          *((f"orders[{e}]", o) for e, o in plan["orders"].items()))
+               if any(i < 0 or i >= n for i in indices)]
+        bad += [f"accumulated[{k!r}]" for k, v in plan["accumulated"].items() if v.ndim != 1 or v.numel() != n]
+        if bad:
+            raise CheckpointStateError(f"{method}: {path} is damaged: {bad} do not fit a training set of {n} samples. {RESTART_HINT}")
 
 
-__all__ = ["BSSCallback", "STATE_FILE"]
+__all__ = ["BSSCallback", "STATE_FILE", "STATE_FORMAT_VERSION"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from .measurer import CRITERIA
@@ -11,6 +12,10 @@ SCHEDULERS = ("heuristic", "learned")
 ORDERS = ("cl", "anti_cl")
 ACCUMULATIONS = ("none", "sum", "ema")
 GRADIENT_MODES = ("closed_form", "exact")
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 @dataclass
@@ -58,12 +63,28 @@ class BSSConfig:
             raise ValueError(
                 f"BSSConfig.similarity={self.similarity!r} is unknown; expected 'feature_similarity' or 'prediction_similarity'"
             )
-        if self.rescore_every is not None and (not isinstance(self.rescore_every, int) or self.rescore_every < 1):
+        if self.rescore_every is not None and (
+            isinstance(self.rescore_every, bool) or not isinstance(self.rescore_every, int) or self.rescore_every < 1
+        ):
             raise ValueError(f"BSSConfig.rescore_every must be None or an int >= 1, got {self.rescore_every!r}")
-        if not isinstance(self.scoring_batch_size, int) or self.scoring_batch_size < 1:
+        if isinstance(self.scoring_batch_size, bool) or not isinstance(self.scoring_batch_size, int) or self.scoring_batch_size < 1:
             raise ValueError(f"BSSConfig.scoring_batch_size must be an int >= 1, got {self.scoring_batch_size!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"BSSConfig.ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        if not _is_number(self.ema_decay) or not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"BSSConfig.ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
+        # The pacing options, checked here (when the config is built) and not first at train():
+        if not _is_number(self.lambda0) or not 0.0 < self.lambda0 <= 1.0:
+            raise ValueError(
+                f"BSSConfig.lambda0 must be a number in (0, 1] (the fraction of the sorted set used at epoch 0), "
+                f"got {self.lambda0!r}"
+            )
+        if not _is_number(self.t_grow) or self.t_grow < 1:
+            raise ValueError(
+                f"BSSConfig.t_grow must be a number >= 1 (the epoch at which the whole training set is used), got {self.t_grow!r}"
+            )
+        if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, int) or self.n_bins < 1:
+            raise ValueError(f"BSSConfig.n_bins must be an int >= 1 (baby_step: the number of bins), got {self.n_bins!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(f"BSSConfig.seed must be None or an int >= 0, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

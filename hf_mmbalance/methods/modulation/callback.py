@@ -12,11 +12,19 @@ Mixed precision: the scores are computed in float32 from the (autocast) logits. 
 `Trainer` unscales the gradients before `on_pre_optimizer_step`; without clipping they still carry the loss
 scale S there, and both operations are scale-equivariant (k*(S g) and noise of std std(S g) = S std(g)), so the
 update after the optimizer's unscaling is the same.
+
+Refused at train start (`on_train_begin`): a regression model (the scores are softmax probabilities of the true
+class, so modulation is classification-only) and a second modulation callback in the same trainer (the gradients
+would be scaled twice).
+
+Checkpoint state: `gradient_modulation.json`, written atomically: `config` (the `ModulationConfig` fields),
+`seed` (the resolved noise seed), `modality_names`, `last_ratios`, `last_coefficients`. Resuming refuses
+(`CheckpointStateError`, naming the file) a missing, unreadable or incomplete file and one saved with another config
+or seed; `MultimodalTrainer(method_state_on_resume="restart")` starts the modulation fresh instead.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any
@@ -25,6 +33,7 @@ import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from ...trainer.callbacks import BalancingCallback
+from ...trainer.checkpoint_state import RESTART_HINT, CheckpointStateError, check_same_config, read_json_state, require_keys, write_json_atomic
 from ...trainer.distributed import sum_over_ranks
 from .config import ModulationConfig
 from .diagnostics import LOG_PREFIX, plot_disparity_ratios
@@ -32,6 +41,10 @@ from .disparity import disparity_ratios, modality_scores, modulation_coefficient
 from .gradient import modulate_gradients
 
 STATE_FILE = "gradient_modulation.json"
+STATE_KEYS = ("config", "seed", "modality_names", "last_ratios", "last_coefficients")
+# Set on the run's `TrainerState` by the first modulation callback of a `train()` call (every callback of a trainer
+# gets the same state object in `on_train_begin`, a new one per call): a second one refuses to scale again.
+_RUN_MARKER = "_hf_mmbalance_gradient_modulation"
 
 ADA2I_CITATION = """@inproceedings{nguyen2024ada2i,
   title     = {Ada2I: Enhancing Modality Balance for Multimodal Conversational Emotion Recognition},
@@ -66,6 +79,41 @@ class GradientModulationCallback(BalancingCallback):
         self._log_count = 0
         self._parameters: dict[str, list[torch.nn.Parameter]] | None = None
         self._parameters_of: int | None = None
+        self._seed: int | None = None
+        self._restored: tuple[str, Any] | None = None  # (path, saved seed), checked when the run's seed is known
+
+    # ----- checks at train start -----
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
+        config = getattr(model, "config", None)
+        task = getattr(config, "task", "classification")
+        if task != "classification":
+            raise ValueError(
+                f"GradientModulationCallback is classification-only (its scores are the softmax probabilities of the true "
+                f"class, Ada2I Eq. 16); this model has task={task!r}. Remove the callback for regression models"
+            )
+        others = getattr(state, _RUN_MARKER, None) if state is not None else []
+        if others is None:
+            others = []
+            setattr(state, _RUN_MARKER, others)  # not a dataclass field: never written to trainer_state.json
+        if others:
+            names = " and ".join(cb.describe() for cb in [*others, self])
+            raise ValueError(
+                f"two gradient-modulation callbacks in one trainer ({names}) would scale the gradients twice; keep one"
+            )
+        others.append(self)
+        self._seed = int(args.seed if self.config.seed is None else self.config.seed)
+        if self._restored is not None:
+            path, saved_seed = self._restored
+            if saved_seed is not None and saved_seed != self._seed:
+                raise CheckpointStateError(
+                    f"{type(self).__name__}: the checkpoint's state ({path}) drew its noise with seed {saved_seed} "
+                    f"(ModulationConfig.seed, else TrainingArguments.seed), this run has seed {self._seed}; resume "
+                    f"with the same seed, or {RESTART_HINT[5:]}"
+                )
+
+    def describe(self) -> str:
+        """e.g. `GradientModulationCallback(mode='ada2i', alpha=0.1)`, for error messages."""
+        return f"{type(self).__name__}(mode={self.config.mode!r}, alpha={self.config.alpha!r})"
 
     # ----- scores, per micro-batch -----
     def on_train_batch_outputs(self, args, state, *, model, inputs, outputs) -> None:
@@ -165,25 +213,39 @@ class GradientModulationCallback(BalancingCallback):
     # ----- checkpoints -----
     def save_checkpoint_state(self, checkpoint_dir: str) -> None:
         # The step's scores are consumed before every checkpoint and the noise seed follows the step, so this
-        # small file is all there is: the options and the latest rho / k (for inspection and the logs).
+        # small file is all there is: the options, the noise seed and the latest rho / k (for inspection and the logs).
         state = {
             "config": self.config.to_dict(),
+            "seed": self._seed,
             "modality_names": self.modality_names,
             "last_ratios": self.last_ratios,
             "last_coefficients": self.last_coefficients,
         }
-        with open(os.path.join(checkpoint_dir, STATE_FILE), "w", encoding="utf-8") as handle:
-            json.dump(state, handle, indent=1)
+        write_json_atomic(os.path.join(checkpoint_dir, STATE_FILE), state, indent=1)
 
     def load_checkpoint_state(self, checkpoint_dir: str) -> None:
+        """Restore the latest rho / k; refuse (`CheckpointStateError`, naming the file) a missing, unreadable or
+        incomplete `gradient_modulation.json` and one saved with another config."""
         path = os.path.join(checkpoint_dir, STATE_FILE)
-        if not os.path.isfile(path):
-            return  # a checkpoint from a run without modulation: start fresh
-        with open(path, encoding="utf-8") as handle:
-            state = json.load(handle)
-        self.modality_names = state["modality_names"]
-        self.last_ratios = state["last_ratios"]
-        self.last_coefficients = state["last_coefficients"]
+        method = type(self).__name__
+        state = read_json_state(path, method)
+        require_keys(state, STATE_KEYS, path, method)
+        check_same_config(state["config"], self.config.to_dict(), path, method)
+        names, ratios, coefficients = state["modality_names"], state["last_ratios"], state["last_coefficients"]
+        if not (names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names))) or not all(
+            isinstance(d, dict) for d in (ratios, coefficients)
+        ):
+            raise CheckpointStateError(f"{method}: {path} is damaged (modality_names / last_ratios / last_coefficients "
+                                       f"have the wrong types). {RESTART_HINT}")
+        if self._seed is not None and state["seed"] is not None and state["seed"] != self._seed:
+            raise CheckpointStateError(
+                f"{method}: the checkpoint's state ({path}) drew its noise with seed {state['seed']}, this run has seed "
+                f"{self._seed}; resume with the same seed. {RESTART_HINT}"
+            )
+        self._restored = (path, state["seed"])
+        self.modality_names = names
+        self.last_ratios = ratios
+        self.last_coefficients = coefficients
 
 
 __all__ = ["GradientModulationCallback", "STATE_FILE"]

@@ -14,6 +14,16 @@ SCORES = ("dot", "cosine")
 DEFAULT_NOISE_STD_FROM = {"ogm_ge": "before", "ada2i": "after"}
 
 
+def parse_bool(owner: str, name: str, value) -> bool:
+    """A boolean option: a real bool, or the strings "true" / "false" (any case; e.g. a CLI flag or a quoted YAML
+    value). Anything else is refused by name: `bool("false")` is True, so a string is never taken for its truth."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{owner}.{name} must be true or false (a bool, or the string 'true' / 'false'), got {value!r}")
+
+
 @dataclass
 class ModulationConfig:
     """Options of `GradientModulationCallback` (Ada2I Eq. 15-19; OGM-GE as the 2-modality case)."""
@@ -47,6 +57,8 @@ class ModulationConfig:
     seed: int | None = field(default=None, metadata={"help": "seed of the GE noise (default: TrainingArguments.seed)"})
 
     def __post_init__(self) -> None:
+        self.noise = parse_bool("ModulationConfig", "noise", self.noise)
+        self.monitor_only = parse_bool("ModulationConfig", "monitor_only", self.monitor_only)
         if self.mode not in MODES:
             raise ValueError(f"ModulationConfig.mode={self.mode!r} is unknown; expected one of {list(MODES)}")
         if self.score not in SCORES:
@@ -61,15 +73,19 @@ class ModulationConfig:
             )
         if isinstance(self.start_epoch, bool) or not isinstance(self.start_epoch, int) or self.start_epoch < 0:
             raise ValueError(f"ModulationConfig.start_epoch must be an int >= 0, got {self.start_epoch!r}")
-        if self.end_epoch is not None and (not isinstance(self.end_epoch, int) or self.end_epoch < self.start_epoch):
+        if self.end_epoch is not None and (
+            isinstance(self.end_epoch, bool) or not isinstance(self.end_epoch, int) or self.end_epoch < self.start_epoch
+        ):
             raise ValueError(
                 f"ModulationConfig.end_epoch must be None or an int >= start_epoch={self.start_epoch}, got {self.end_epoch!r}"
             )
         if self.parameter_filter is not None:
             try:
                 re.compile(self.parameter_filter)
-            except re.error as error:
+            except (re.error, TypeError) as error:
                 raise ValueError(f"ModulationConfig.parameter_filter={self.parameter_filter!r} is not a valid regex: {error}") from None
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"ModulationConfig.seed must be None or an int, got {self.seed!r}")
 
     def in_window(self, epoch: int) -> bool:
         """Whether `epoch` (0-based) lies in [start_epoch, end_epoch] (released OGM-GE code: both inclusive)."""
@@ -79,4 +95,4 @@ class ModulationConfig:
         return asdict(self)
 
 
-__all__ = ["ModulationConfig", "SCORES", "DEFAULT_NOISE_STD_FROM"]
+__all__ = ["ModulationConfig", "SCORES", "DEFAULT_NOISE_STD_FROM", "parse_bool"]

@@ -51,13 +51,23 @@ def _check_H(H: float) -> None:
         raise ValueError(f"H must be a finite number > 0, got {H!r}")
 
 
+def quantile_count(quantile: float, total: int) -> int:
+    """ceil(quantile * total), without float noise: 0.07 * 100 is 7.000000000000001 in binary floating point, whose
+    ceil is 8; a product within 1e-9 (relative) of an integer counts as that integer, so q = 0.07 of N = 100 takes 7."""
+    product = quantile * total
+    nearest = round(product)
+    if abs(product - nearest) <= 1e-9 * max(1.0, abs(product)):
+        return int(nearest)
+    return math.ceil(product)
+
+
 def _extreme_side(labels: torch.Tensor, exact_value: float, largest: bool, extreme_quantile: float) -> torch.Tensor:
-    """Samples labelled exactly `exact_value`; if there are none, the ceil(q*N) largest (or smallest) labels,
-    at least one, plus every sample tied with the last of them (so the choice is deterministic)."""
+    """Samples labelled exactly `exact_value`; if there are none, the ceil(q*N) largest (or smallest) labels
+    (`quantile_count`), at least one, plus every sample tied with the last of them (so the choice is deterministic)."""
     exact = labels == exact_value
     if bool(exact.any()):
         return exact
-    count = max(1, math.ceil(extreme_quantile * labels.numel()))
+    count = max(1, quantile_count(extreme_quantile, labels.numel()))
     ordered = torch.sort(labels, descending=largest).values
     boundary = ordered[count - 1]
     return labels >= boundary if largest else labels <= boundary
@@ -325,6 +335,7 @@ __all__ = [
     "common_space_alignment_loss",
     "extreme_centres",
     "extreme_masks",
+    "quantile_count",
     "max_distance",
     "sugrm_magnitude",
     "sugrm_direction",
