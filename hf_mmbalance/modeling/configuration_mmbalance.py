@@ -79,6 +79,13 @@ def backbone_remote_code(allowed: bool):
         _BACKBONE_REMOTE_CODE.reset(token)
 
 
+def _shareable_location(location):
+    """A Hub id stays as it is; a local folder becomes its name (no local path in a saved or pushed config)."""
+    if isinstance(location, str) and location and (os.path.isabs(location) or os.path.exists(location)):
+        return os.path.basename(os.path.normpath(location))
+    return location
+
+
 def _without_file_trust(config_dict: dict) -> dict:
     """A saved config with every `trust_remote_code` removed: a file never decides whether code runs."""
     cleaned = {key: value for key, value in config_dict.items() if key not in ("trust_remote_code", "_trust_remote_code")}
@@ -411,9 +418,11 @@ class MMBalanceConfig(PreTrainedConfig):
         checkpoint holds the backbone's weights and config; `load_backbone_weights` needs the original location)."""
         output = super().to_dict()
         for settings in output.get("modalities", {}).values():
-            backbone = settings.get("backbone")
-            if isinstance(backbone, str) and (os.path.isabs(backbone) or os.path.exists(backbone)):
-                settings["backbone"] = os.path.basename(os.path.normpath(backbone))
+            if "backbone" in settings:
+                settings["backbone"] = _shareable_location(settings["backbone"])
+            if isinstance(settings.get("backbone_config"), dict):
+                backbone_config = settings["backbone_config"]
+                backbone_config["_name_or_path"] = _shareable_location(backbone_config.get("_name_or_path"))
         return output
 
     @property
