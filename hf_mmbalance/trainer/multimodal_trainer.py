@@ -234,13 +234,16 @@ class MultimodalTrainer(Trainer):
             raise DatasetValidationError("train_dataset is empty: there is nothing to train on")
         if validate:
             has_labels = labels or "labels" in dataset.column_names
-            validate_dataset(
-                dataset,
-                modality_schema(config),
-                num_labels=config.num_labels if config.task == "classification" else None,
-                task=config.task,
-                label_column="labels" if has_labels else None,
-            )
+            try:
+                validate_dataset(
+                    dataset,
+                    modality_schema(config),
+                    num_labels=config.num_labels if config.task == "classification" else None,
+                    task=config.task,
+                    label_column="labels" if has_labels else None,
+                )
+            except DatasetValidationError as error:
+                raise DatasetValidationError(f"{field}: {error}") from None
             validate_model_inputs(dataset, model, processor, where=f"{field}: ")
         if dataset.format["type"] is not None or has_raw_columns(dataset, [*model.input_names, *(processor.raw_columns if processor else [])]):
             return dataset  # a processing transform, or raw values the collator processes: keep Python objects

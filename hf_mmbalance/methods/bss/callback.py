@@ -107,6 +107,7 @@ class BSSCallback(BalancingCallback):
         self._num_samples = num_samples
         if self._restored_plan is not None:  # the checkpoint was read before the loader was built (the usual order)
             self._check_plan(*self._restored_plan)
+            self._restored_plan = None  # checked once, for the run that resumed from it
         self.sampler = CurriculumSampler(num_samples, self.epoch_sizes(num_samples, num_epochs), self._build_order)
         self.sampler.orders.update(self._saved_orders)
         return self.sampler
@@ -255,7 +256,8 @@ class BSSCallback(BalancingCallback):
                 "sorted_order": sorted_order, "accumulated": accumulated}
         if self.sampler is not None:  # the loader was built before the checkpoint was read: check now
             self._check_plan(path, plan)
-        self._restored_plan = (path, plan)
+        else:
+            self._restored_plan = (path, plan)
         self._saved_orders = orders
         if self.sampler is not None:
             self.sampler.orders.update(self._saved_orders)

@@ -33,7 +33,14 @@ import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from ...trainer.callbacks import BalancingCallback
-from ...trainer.checkpoint_state import RESTART_HINT, CheckpointStateError, check_same_config, read_json_state, require_keys, write_json_atomic
+from ...trainer.checkpoint_state import (
+    RESTART_HINT,
+    CheckpointStateError,
+    check_same_config,
+    read_json_state,
+    require_keys,
+    write_json_atomic,
+)
 from ...trainer.distributed import sum_over_ranks
 from .config import ModulationConfig
 from .diagnostics import LOG_PREFIX, plot_disparity_ratios
@@ -108,8 +115,9 @@ class GradientModulationCallback(BalancingCallback):
                 raise CheckpointStateError(
                     f"{type(self).__name__}: the checkpoint's state ({path}) drew its noise with seed {saved_seed} "
                     f"(ModulationConfig.seed, else TrainingArguments.seed), this run has seed {self._seed}; resume "
-                    f"with the same seed, or {RESTART_HINT[5:]}"
+                    f"with the same seed. {RESTART_HINT}"
                 )
+            self._restored = None  # checked once, for the run that resumed from it
 
     def describe(self) -> str:
         """e.g. `GradientModulationCallback(mode='ada2i', alpha=0.1)`, for error messages."""
@@ -237,12 +245,7 @@ class GradientModulationCallback(BalancingCallback):
         ):
             raise CheckpointStateError(f"{method}: {path} is damaged (modality_names / last_ratios / last_coefficients "
                                        f"have the wrong types). {RESTART_HINT}")
-        if self._seed is not None and state["seed"] is not None and state["seed"] != self._seed:
-            raise CheckpointStateError(
-                f"{method}: the checkpoint's state ({path}) drew its noise with seed {state['seed']}, this run has seed "
-                f"{self._seed}; resume with the same seed. {RESTART_HINT}"
-            )
-        self._restored = (path, state["seed"])
+        self._restored = (path, state["seed"])  # the run's seed is known at on_train_begin, which comes after
         self.modality_names = names
         self.last_ratios = ratios
         self.last_coefficients = coefficients

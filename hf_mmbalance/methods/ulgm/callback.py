@@ -70,7 +70,7 @@ SUGRM_CITATION = """@inproceedings{sugrm2023,
 }"""
 
 
-def check_label_range(labels: torch.Tensor, H: float) -> None:
+def check_label_range(labels: torch.Tensor, H: float, wide: bool = True) -> None:
     """Refuse multimodal labels outside [-H, H], and an H (`ULGMConfig.label_range`) far wider than the labels.
 
     Rule: the largest |y_m| of the training set must be at least H / 2. Why: SUGRM scales every offset by the label
@@ -81,7 +81,8 @@ def check_label_range(labels: torch.Tensor, H: float) -> None:
     no longer keeps generated labels on the labels' scale (Self-MM's clamp likewise). Measured: H = 1000 on labels
     in [-3, 3] drove SUGRM labels to the clamp in epoch 2 and, by momentum, to 1/6 y_m + 5/6 H = +-834 in epoch 3.
     A factor up to 2 is tolerated because real training sets need not reach +-H (a MOSI subset may top out at
-    2.8 with H = 3); beyond it half the offset scale describes labels that do not exist.
+    2.8 with H = 3); beyond it half the offset scale describes labels that do not exist. `wide=False` checks only
+    the bounds (`get_train_sampler`; the width rule runs in `on_train_begin`, after the model's task is checked).
     """
     if labels.numel() == 0:
         raise ValueError("ULGMCallback got an empty training set")
@@ -90,7 +91,7 @@ def check_label_range(labels: torch.Tensor, H: float) -> None:
         raise ValueError(f"ULGM needs multimodal labels in [-H, H] = [{-H}, {H}] (ULGMConfig.label_range), got "
                          f"labels from {low} to {high}")
     largest = float(labels.abs().max())
-    if largest < H / 2:
+    if wide and largest < H / 2:
         raise ValueError(
             f"ULGMConfig.label_range={H:g} is far wider than the training labels, which lie in [{low:g}, {high:g}] "
             f"(largest |y| {largest:g} < label_range / 2 = {H / 2:g}): ULGM scales its offsets by 2 * label_range, so "
@@ -148,7 +149,7 @@ class ULGMCallback(BalancingCallback):
         if bool((sorted_ids[1:] == sorted_ids[:-1]).any()):
             raise ValueError("ULGMCallback needs a unique `sample_idx` per training row; the column has duplicates")
         multimodal = torch.as_tensor(table["labels"]).float().reshape(-1)
-        check_label_range(multimodal, self.config.label_range)
+        check_label_range(multimodal, self.config.label_range, wide=False)  # the rest once the model is known
         if self._pending is None and self._label_bank is not None:
             # This instance trained before (another `train()` call): carry its banks over by id.
             self._pending = self._snapshot("this ULGMCallback's banks from its previous training run")
@@ -214,6 +215,13 @@ class ULGMCallback(BalancingCallback):
         if outputs.projected_fused_features is not None:
             return outputs.projected_fused_features, outputs.projected_features
         return outputs.fused_features, outputs.features
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        """Train start: refuse a classifier, then an H far wider than the labels (`check_label_range`)."""
+        if model is not None and getattr(model.config, "task", "regression") != "regression":
+            raise ValueError("ULGM generates labels for multimodal REGRESSION (task='regression')")
+        if self._multimodal is not None:
+            check_label_range(self._multimodal, self.config.label_range)
 
     # ----- the step -----
     def training_loss(self, args, state, *, model, inputs, outputs):
