@@ -387,7 +387,8 @@ def test_collator_pads_float_sequences_without_a_processor():
     assert out["seq_attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert out["labels"].dtype == torch.float32 and out["labels"].tolist() == [0.5, 1.5]
     assert out["sample_idx"].dtype == torch.int64 and out["name"] == ["a", "b"]
-    assert "vec_attention_mask" not in out and out["vec"][0].tolist() == [1.0, 3.0]  # default_collate: per position
+    # rows of numbers are stacked as rows (default_collate would transpose a list of lists)
+    assert "vec_attention_mask" not in out and out["vec"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
     # a row's own mask is kept; an explicit list overrides detection
     masked = [
