@@ -458,7 +458,7 @@ class ULGMCallback(BalancingCallback):
             raise error(
                 f"{METHOD}: {source} holds banks for {len(saved_ids)} samples and the training set has "
                 f"{len(self.sample_ids)}: {missing} of the training set's `sample_idx` values are not in it and {extra} "
-                f"of its ids are not in the training set. The banks are keyed by `sample_idx`: resume on the same "
+                f"of its ids are not in the training set. The banks are keyed by `sample_idx`: train on the same "
                 f"samples (any order), or {hint}"
             )
         index = saved_order[positions]  # training row r <- saved row index[r]

@@ -92,8 +92,8 @@ def extreme_centres(
     These are the centres of SUGRM §3.3 "Magnitude of offset" (D_max = ||mean F*_m^{+H} - mean F*_m^{-H}||).
     The released code takes the samples labelled exactly +/-H and crashes (mean of nothing) when there are
     none; here, per side independently (METHODS.md §2), when no label equals +H exactly the samples in the top
-    `extreme_quantile` of labels are used instead (the ceil(q*N) largest labels, at least one, ties with the
-    last one included), and likewise the bottom quantile for -H. Never crashes on non-empty input.
+    `extreme_quantile` of labels are used instead (the ceil(q*N) largest labels, `quantile_count`, at least one,
+    ties with the last one included), and likewise the bottom quantile for -H. Never crashes on non-empty input.
 
     Args: fused_features `(N, d)`, labels `(N,)` (or `(N, 1)`), H > 0, extreme_quantile in (0, 1].
     Returns two float32 tensors of shape `(d,)`.
