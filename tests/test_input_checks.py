@@ -126,3 +126,24 @@ def test_resume_skips_a_checkpoint_whose_save_was_interrupted_and_refuses_it_by_
     assert resumed.state.global_step == 6  # resumed from checkpoint-4, the latest complete one
     with pytest.raises(CheckpointStateError, match="checkpoint-8 is incomplete.*checkpoint-4"):
         resumed.train(resume_from_checkpoint=str(run / "checkpoint-8"))
+
+
+def test_label_smoothing_reaches_every_cross_entropy_term(tmp_path):
+    model = make_model()
+    MultimodalTrainer(model=model, args=make_args(tmp_path, label_smoothing_factor=0.2), train_dataset=DATA["train"])
+    batch = DATA["train"].with_format("torch")[:6]
+    outputs = model(a=batch["a"], b=batch["b"], labels=batch["labels"])
+
+    def smoothed(logits):  # (1 - e) * CE + e * mean over classes of -log p, written out
+        log_p = torch.log_softmax(logits, dim=-1)
+        nll = -log_p[torch.arange(6), batch["labels"]]
+        return ((1 - 0.2) * nll + 0.2 * (-log_p.mean(dim=-1))).mean()
+
+    expected = torch.stack([smoothed(outputs.logits), *(smoothed(outputs.unimodal_logits[m]) for m in ("a", "b"))]).mean()
+    torch.testing.assert_close(outputs.loss, expected)
+    from hf_mmbalance import MMBalanceForRegression
+
+    regression = MMBalanceForRegression(MMBalanceConfig(modalities={"a": 4, "b": 3}, task="regression"))
+    data = DATA["train"].cast_column("labels", datasets.Value("float32"))
+    with pytest.raises(ValueError, match="label_smoothing_factor=0.2: label smoothing needs a classification model"):
+        MultimodalTrainer(model=regression, args=make_args(tmp_path, label_smoothing_factor=0.2), train_dataset=data)

@@ -221,3 +221,34 @@ def test_checkpoint_loads_with_remote_code_in_a_process_without_the_package(tmp_
     assert report["imported"] == [] and report["class"] == model_class.__name__
     # Not bit-equality: MKL may take another code path for a reloaded (differently aligned) weight (HF_NOTES.md).
     torch.testing.assert_close(torch.tensor(report["logits"]), model(**inputs).logits, rtol=1e-5, atol=1e-6)
+
+
+AUTO_MODEL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+    inputs = {k: torch.tensor(v) for k, v in json.load(open(sys.argv[2])).items()}
+    print(json.dumps({"logits": model(**inputs).logits.tolist(), "class": type(model).__name__,
+                      "imported": sorted(m for m in sys.modules if m.startswith("hf_mmbalance"))}))
+    """
+)
+
+
+def test_automodel_loads_a_saved_classifier_with_remote_code_in_a_process_without_the_package(tmp_path):
+    model = make_model().eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    auto_map = json.loads((tmp_path / "ckpt" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_mmbalance.MMBalanceModel"
+    inputs = make_inputs()
+    (tmp_path / "inputs.json").write_text(json.dumps({k: v.tolist() for k, v in inputs.items()}))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", AUTO_MODEL_SCRIPT, str(tmp_path / "ckpt"), str(tmp_path / "inputs.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["imported"] == [] and report["class"] == "MMBalanceModel"
+    torch.testing.assert_close(torch.tensor(report["logits"]), model(**inputs).logits, rtol=1e-5, atol=1e-6)

@@ -72,6 +72,16 @@ class MMBalancePreTrainedModel(PreTrainedModel):
         elif hasattr(module, "reset_parameters") and not isinstance(module, PreTrainedModel):
             module.reset_parameters()
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; the `auto_map` also names `AutoModel` (the base `MMBalanceModel`, which
+        holds the same weights), so `AutoModel.from_pretrained(path, trust_remote_code=True)` loads the checkpoint
+        where hf_mmbalance is not installed, as it does where it is."""
+        if getattr(self, "_auto_class", None) is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoModel", "modeling_mmbalance.MMBalanceModel")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, trust_remote_code: bool = False, **kwargs):
         """`PreTrainedModel.from_pretrained`; `trust_remote_code=True` (the caller's, never a file's) also lets the
@@ -327,13 +337,17 @@ class MMBalanceForClassification(MMBalanceModel):
             raise ValueError(f"MMBalanceForClassification needs task='classification', got task={config.task!r}")
         super().__init__(config)
 
+    # Set by `MultimodalTrainer` from `TrainingArguments.label_smoothing_factor` (Trainer's own label smoother never
+    # runs, the model computes its loss): every cross-entropy term, fused, unimodal and Ada2I's L_modal, is smoothed.
+    label_smoothing: float = 0.0
+
     def task_loss(self, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if labels.is_floating_point():
             raise ValueError(f"labels must be integer class ids for classification, got dtype {labels.dtype}")
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= self.config.num_labels:
             raise ValueError(f"labels must lie in [0, {self.config.num_labels}), got values in [{low}, {high}]")
-        return F.cross_entropy(predictions, labels)
+        return F.cross_entropy(predictions, labels, label_smoothing=self.label_smoothing)
 
 
 class MMBalanceForRegression(MMBalanceModel):

@@ -209,6 +209,7 @@ class MultimodalTrainer(Trainer):
             if validate_datasets and given is not None and not hasattr(given, "column_names") and not isinstance(given, dict):
                 check_batches(model, given, self.data_collator, key)  # a torch Dataset: read it once, batch by batch
         make_token_free(self.args)  # training_args.bin (written and pushed with every save) holds no token or path
+        self._apply_label_smoothing()
         if self.args.label_names is None:
             self.label_names = ["labels"]
         self._loss_term_sums: dict[str, torch.Tensor] = {}
@@ -309,6 +310,18 @@ class MultimodalTrainer(Trainer):
         if args.max_steps <= 0:
             max_steps = steps_per_pass
         return 1, steps_per_pass, num_examples, len(sampler), total_batch_size, steps_in_epoch, max_steps
+
+    def _apply_label_smoothing(self) -> None:
+        """`compute_loss` is the model's own, so `Trainer`'s label smoother would be silently skipped: hand the factor
+        to the model's cross-entropy terms instead; a regression model cannot smooth labels and refuses it. The other
+        loss-path arguments are accounted for: `label_names` is set to ["labels"], and `average_tokens_across_devices`
+        / `num_items_in_batch` do not apply (every loss term is a per-batch mean, `accepts_loss_kwargs = False`)."""
+        factor = self.args.label_smoothing_factor
+        if not factor:
+            return
+        if self.model.config.task != "classification":
+            raise ValueError(f"label_smoothing_factor={factor}: label smoothing needs a classification model, this one is {self.model.config.task}")
+        self.model.label_smoothing = float(factor)
 
     # ----- optimizer -----
     def create_optimizer(self, model=None):
