@@ -62,3 +62,13 @@ def test_the_readme_lists_every_option_of_every_method_as_the_config_dataclasses
     assert replace_block(readme) == readme, "README's option tables are stale: python -m hf_mmbalance.methods.options README.md"
     for option in ("max_rounds", "target_metric", "retrain", "scoring_batch_size", "alpha", "t_grow", "variant"):
         assert f"| `{option}` |" in readme
+
+
+def test_a_monitor_only_run_is_tagged_monitored_and_cites_no_method(tmp_path):
+    monitored = GradientModulationCallback(ModulationConfig(mode="ada2i", monitor_only=True))
+    trainer, _ = run(tmp_path, monitored)
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert "ada2i-monitored" in card and "@inproceedings" not in card and "Ada2I" not in card.split("---")[1]
+    applied = GradientModulationCallback(ModulationConfig(mode="ada2i"))
+    assert applied.method_name == "ada2i" and applied.citation

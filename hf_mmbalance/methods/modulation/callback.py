@@ -76,8 +76,10 @@ class GradientModulationCallback(BalancingCallback):
 
     def __init__(self, config: ModulationConfig | None = None, **options: Any):
         self.config = self.resolve_config(ModulationConfig, config, options)
-        self.method_name = self.config.mode.replace("_", "-")
-        self.citation = ADA2I_CITATION if self.config.mode == "ada2i" else OGM_GE_CITATION
+        # A monitor-only run modulates nothing: its card says so and cites no method it did not apply.
+        monitored = self.config.monitor_only
+        self.method_name = self.config.mode.replace("_", "-") + ("-monitored" if monitored else "")
+        self.citation = None if monitored else ADA2I_CITATION if self.config.mode == "ada2i" else OGM_GE_CITATION
         self.modality_names: list[str] | None = None
         self.last_ratios: dict[str, float] = {}
         self.last_coefficients: dict[str, float] = {}
