@@ -15,6 +15,10 @@ retrain (`ActiveLearningConfig.allow_config_change` lets chosen options change).
 int class id in [0, num_labels), or a finite float for regression) and stored with its row id; each round trains on
 the pool's rows with the stored labels attached by id, so the pool may also have no `labels` column at all (then only
 a user oracle can label it). Regression pools take `strategy="random"` only (the others score class probabilities).
+
+Progress goes to stderr (`hf_mmbalance.progress`): a bar of the rounds trained with the labels bought so far, and bars
+over each pool-scoring pass and each Shapley pass; none with `TrainingArguments.disable_tqdm` or on other ranks.
+datasets' own bars ("Flattening the indices", "Casting the dataset") are switched off around the loop's dataset calls.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
+from ...progress import progress, progress_disabled, quiet_library_progress
 from ...trainer import MultimodalTrainer
 from ...trainer.distributed import barrier, broadcast_from_main, is_main_process
 from .config import ActiveLearningConfig
@@ -52,7 +57,8 @@ def hidden_label_oracle(pool, indices: Sequence[int]) -> list:
             f"hidden_label_oracle reveals the pool's own {LABEL_COLUMN!r} column, but this pool has none (columns: "
             f"{pool.column_names}); pass run_active_learning(..., oracle=<a function (pool, indices) -> labels>)"
         )
-    return list(pool.select(indices).select_columns([LABEL_COLUMN]).with_format(None)[LABEL_COLUMN])
+    with quiet_library_progress():
+        return list(pool.select(indices).select_columns([LABEL_COLUMN]).with_format(None)[LABEL_COLUMN])
 
 
 def run_active_learning(
@@ -116,37 +122,48 @@ def run_active_learning(
         first = _random_first_round(identity, config)
         run.acquire(1, first, None, "random")
     in_memory = 0  # the round whose trained weights `model` holds (0: the initial weights)
-    while True:
-        record = state.rounds[-1]
-        if record.metrics is None:
-            if config.max_rounds is not None and record.round > config.max_rounds:  # acquired, but beyond max_rounds
-                if record.round > 1:
+    show = not progress_disabled(training_args)
+    with _RoundProgress(state, config, len(pool), disable=not show) as rounds_bar:
+        while True:
+            record = state.rounds[-1]
+            if record.metrics is None:
+                if config.max_rounds is not None and record.round > config.max_rounds:  # acquired, but beyond max_rounds
+                    if record.round > 1:
+                        _load_round_weights(model, output_dir, record.round - 1)
+                    return ActiveLearningResult(state=state, model=model)
+                if config.retrain == "reset":
+                    model.load_state_dict(initial_weights)
+                elif in_memory != record.round - 1 and record.round > 1:  # resumed: continue from the saved round
                     _load_round_weights(model, output_dir, record.round - 1)
+                rounds_bar.begin(record.round, "training")
+                model, record.metrics = _train_round(
+                    model, run, record.round, training_args, eval_dataset, make_callbacks, data_collator
+                )
+                _save(state, output_dir)
+                rounds_bar.trained(record.metrics)
+            elif in_memory != record.round:  # resumed after this round was trained: score with its saved model
+                _load_round_weights(model, output_dir, record.round)
+            in_memory = record.round
+            if _should_stop(state, config, len(pool)):
                 return ActiveLearningResult(state=state, model=model)
-            if config.retrain == "reset":
-                model.load_state_dict(initial_weights)
-            elif in_memory != record.round - 1 and record.round > 1:  # resumed: continue from the saved round
-                _load_round_weights(model, output_dir, record.round - 1)
-            model, record.metrics = _train_round(
-                model, run, record.round, training_args, eval_dataset, make_callbacks, data_collator
-            )
-            _save(state, output_dir)
-        elif in_memory != record.round:  # resumed after this round was trained: score with its saved model
-            _load_round_weights(model, output_dir, record.round)
-        in_memory = record.round
-        if _should_stop(state, config, len(pool)):
-            return ActiveLearningResult(state=state, model=model)
-        labeled = state.labeled_ids
-        unlabeled = [p for p in identity.canonical if identity.ids[p] not in labeled]
-        budget = min(config.budget_per_round, len(unlabeled), _remaining_budget(state, config, len(pool)))
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + record.round)
-        if config.strategy == "random":  # needs no scores: no pass over the pool
-            positions, mean_phi = [int(i) for i in random_indices(len(unlabeled), budget, generator)], None
-        else:
-            outputs = pool_outputs(model, pool.select(unlabeled), config.scoring_batch_size, data_collator)
-            positions, mean_phi = select(config.strategy, model, outputs, budget, generator) if is_main_process() else (None, None)
-        positions, mean_phi = broadcast_from_main((positions, mean_phi))
-        run.acquire(record.round + 1, [unlabeled[p] for p in positions], mean_phi, config.strategy)
+            labeled = state.labeled_ids
+            unlabeled = [p for p in identity.canonical if identity.ids[p] not in labeled]
+            budget = min(config.budget_per_round, len(unlabeled), _remaining_budget(state, config, len(pool)))
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + record.round)
+            if config.strategy == "random":  # needs no scores: no pass over the pool
+                positions, mean_phi = [int(i) for i in random_indices(len(unlabeled), budget, generator)], None
+            else:
+                rounds_bar.begin(record.round, f"scoring {len(unlabeled)} unlabelled rows")
+                with quiet_library_progress():
+                    candidates = pool.select(unlabeled)
+                outputs = pool_outputs(model, candidates, config.scoring_batch_size, data_collator, show_progress=show,
+                                       desc=f"round {record.round}: scoring the pool")
+                rounds_bar.begin(record.round, f"selecting {budget} ({config.strategy})")
+                positions, mean_phi = select(config.strategy, model, outputs, budget, generator, show_progress=show,
+                                             desc=f"round {record.round}: Shapley values") if is_main_process() else (None, None)
+            positions, mean_phi = broadcast_from_main((positions, mean_phi))
+            rounds_bar.begin(record.round + 1, "asking the oracle")
+            run.acquire(record.round + 1, [unlabeled[p] for p in positions], mean_phi, config.strategy)
 
 
 @dataclass
@@ -204,6 +221,36 @@ class _Run:
         return datasets.Value("float32")
 
 
+class _RoundProgress:
+    """The loop's bar on stderr: rounds trained out of the rounds planned (`max_rounds`, else the rounds the label
+    budget allows), with the labels bought so far and what the loop is doing. Display only: it reads the state."""
+
+    def __init__(self, state: ActiveLearningState, config: ActiveLearningConfig, pool_size: int, disable: bool):
+        self.state = state
+        self.limit = min(pool_size, config.total_budget) if config.total_budget is not None else pool_size
+        planned = -(-self.limit // config.budget_per_round)
+        self.planned = max(1, min(planned, config.max_rounds) if config.max_rounds is not None else planned)
+        done = min(sum(1 for r in state.rounds if r.metrics is not None), self.planned)
+        self.bar = progress(total=self.planned, desc="active learning", disable=disable, unit="round", initial=done,
+                            leave=True)
+
+    def __enter__(self) -> _RoundProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def begin(self, round_index: int, doing: str) -> None:
+        self.bar.set_description(f"active learning: round {min(round_index, self.planned)}/{self.planned}", refresh=False)
+        self.bar.set_postfix_str(f"labels {len(self.state.labeled)}/{self.limit}, {doing}")
+
+    def trained(self, metrics: dict | None) -> None:
+        metric = next((k for k in ("eval_accuracy", "eval_mae", "eval_loss") if metrics and k in metrics), None)
+        shown = f", {metric.removeprefix('eval_')} {metrics[metric]:.4f}" if metric else ""
+        self.bar.set_postfix_str(f"labels {len(self.state.labeled)}/{self.limit}, trained{shown}", refresh=False)
+        self.bar.update(1)
+
+
 def _load_round_weights(model, output_dir: str, round_index: int) -> None:
     from safetensors.torch import load_file
 
@@ -221,7 +268,8 @@ def _random_first_round(identity: PoolIdentity, config: ActiveLearningConfig) ->
 
 
 def _train_round(model, run: _Run, round_index, training_args, eval_dataset, make_callbacks, data_collator):
-    rows, count = run.labelled_rows()
+    with quiet_library_progress():  # no "Flattening the indices" / "Casting the dataset" bars
+        rows, count = run.labelled_rows()
     args = _round_args(training_args, round_index)
     trainer = MultimodalTrainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_dataset,
                                 callbacks=make_callbacks() if make_callbacks else None, data_collator=data_collator)
@@ -229,11 +277,12 @@ def _train_round(model, run: _Run, round_index, training_args, eval_dataset, mak
     metrics = {k: float(v) for k, v in trainer.evaluate().items()} if eval_dataset is not None else {}
     metrics["labels_used"] = float(count)
     description = f"active learning round {round_index} ({count} labels)"
-    if args.push_to_hub:  # saves, writes the card and uploads the round's folder (one commit per round)
-        trainer.push_to_hub(commit_message=description, dataset=description)
-    else:
-        trainer.save_model(args.output_dir)
-        trainer.create_model_card(dataset=description)
+    with quiet_library_progress(transformers=progress_disabled(args)):  # "Writing model shards", uploads
+        if args.push_to_hub:  # saves, writes the card and uploads the round's folder (one commit per round)
+            trainer.push_to_hub(commit_message=description, dataset=description)
+        else:
+            trainer.save_model(args.output_dir)
+            trainer.create_model_card(dataset=description)
     return trainer.model, metrics
 
 

@@ -12,25 +12,31 @@ from typing import Any
 
 import torch
 
+from ...progress import batches_of, progress, quiet_library_progress
 from ...trainer.batches import ordered_batches
 from ...trainer.distributed import gather_from_ranks, is_distributed
 from .embeddings import gradient_embedding_factors
 from .selection import entropy_scores, kmeans_plus_plus, random_indices, top_k_indices
 from .shapley import fused_value_fn, modality_contributions, modality_weights, shapley_values, subset_values
 
-def pool_outputs(model, dataset, batch_size: int, collate_fn=None) -> dict[str, Any]:
+def pool_outputs(model, dataset, batch_size: int, collate_fn=None, *, show_progress: bool = False,
+                 desc: str = "scoring the pool") -> dict[str, Any]:
     """Fused probabilities `(n, K)` and features `{m: (n, d_m)}` of every row of `dataset`, in order; rows are
-    batched by `collate_fn` (the trainer's collator, for raw or variable-length columns) or sliced from Arrow."""
+    batched by `collate_fn` (the trainer's collator, for raw or variable-length columns) or sliced from Arrow.
+    `show_progress`: a bar over the batches on stderr (this rank's shard), titled `desc`."""
     shard = _rank_shard(len(dataset))
     was_training = model.training
     model.eval()
     names = model.config.modality_names
     input_keys = set(model.input_names)
-    rows = dataset.select(range(shard.start, shard.stop))
+    with quiet_library_progress():
+        rows = dataset.select(range(shard.start, shard.stop))
     probabilities, features = [], {name: [] for name in names}
     try:
         with torch.no_grad():
-            for batch in ordered_batches(model, rows, batch_size, collate_fn):
+            batches = progress(ordered_batches(model, rows, batch_size, collate_fn), total=batches_of(len(rows), batch_size),
+                               desc=desc, disable=not show_progress, unit="batch", leave=False)
+            for batch in batches:
                 outputs = model(**{k: v.to(model.device) for k, v in batch.items() if k in input_keys})
                 probabilities.append(torch.softmax(outputs.logits.float(), dim=-1).cpu())
                 for name in names:
@@ -44,17 +50,27 @@ def pool_outputs(model, dataset, batch_size: int, collate_fn=None) -> dict[str, 
     return _gather_shards(local)
 
 
-def modality_shapley_contributions(model, features: dict[str, torch.Tensor]) -> torch.Tensor:
+def modality_shapley_contributions(model, features: dict[str, torch.Tensor], *, show_progress: bool = False,
+                                   desc: str = "Shapley values") -> torch.Tensor:
     """Phi `(n, M)`: |phi_m| / sum_j |phi_j| of the exact per-sample Shapley values (Eq. 9-10), computed on the
-    cached features through the fusion only, V = fused probability of the pseudo-label."""
+    cached features through the fusion only, V = fused probability of the pseudo-label. `show_progress`: a bar on
+    stderr over the 2^M coalitions whose values are computed."""
     names = list(features)
     value_fn = fused_value_fn(model.fusion, features)
-    phi = shapley_values(subset_values(value_fn, len(names)), len(names))
+    with progress(total=2 ** len(names), desc=desc, disable=not show_progress, unit="coalition", leave=False) as bar:
+        def counted(mask):
+            value = value_fn(mask)
+            bar.update(1)
+            return value
+
+        phi = shapley_values(subset_values(counted, len(names)), len(names))
     return modality_contributions(phi)
 
 
-def select(strategy: str, model, outputs: dict[str, Any], budget: int, generator: torch.Generator) -> tuple[list[int], dict | None]:
-    """Positions (into the scored rows) to acquire, and the mean Phi per modality (bmmal) for the round report."""
+def select(strategy: str, model, outputs: dict[str, Any], budget: int, generator: torch.Generator, *,
+           show_progress: bool = False, desc: str = "Shapley values") -> tuple[list[int], dict | None]:
+    """Positions (into the scored rows) to acquire, and the mean Phi per modality (bmmal) for the round report.
+    `show_progress`: bmmal's Shapley pass shows a bar on stderr, titled `desc`."""
     probabilities, features = outputs["probabilities"], outputs["features"]
     pool_size = probabilities.shape[0]
     if budget > pool_size:
@@ -65,7 +81,7 @@ def select(strategy: str, model, outputs: dict[str, Any], budget: int, generator
         return [int(i) for i in top_k_indices(entropy_scores(probabilities), budget)], None
     weights, mean_phi = None, None
     if strategy == "bmmal":
-        contributions = modality_shapley_contributions(model, features)
+        contributions = modality_shapley_contributions(model, features, show_progress=show_progress, desc=desc)
         weights = modality_weights(contributions)
         mean_phi = dict(zip(features, contributions.mean(dim=0).tolist()))
     a, u = gradient_embedding_factors(probabilities, list(features.values()), weights)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from ...progress import progress_disabled
 from ...trainer.callbacks import BalancingCallback
 from ...trainer.checkpoint_state import (
     RESTART_HINT,
@@ -125,6 +126,7 @@ class BSSCallback(BalancingCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._model = model
+        self._show_progress = not progress_disabled(args)  # display only: a bar over each rescoring pass
 
     # ----- orders, built when the loader reaches an epoch -----
     def _build_order(self, epoch: int) -> list[int]:
@@ -166,6 +168,8 @@ class BSSCallback(BalancingCallback):
             batch_size=self.config.scoring_batch_size,
             gradient=self.config.gradient,
             collate_fn=self.data_collator,
+            show_progress=getattr(self, "_show_progress", False),
+            desc=f"BSS: scoring {len(self._dataset)} samples for epoch {epoch} ({criterion})",
         )
         scores = measured["score"].float()
         counts, edges = torch.histogram(scores.cpu(), bins=20)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...progress import batches_of, progress
 from ...trainer.batches import needs_collator, ordered_batches
 
 
@@ -310,6 +311,8 @@ def measure(
     gradient: str = "closed_form",
     parameters: Iterable[str] | None = None,
     collate_fn: Any = None,
+    show_progress: bool = False,
+    desc: str | None = None,
 ) -> dict[str, Any]:
     """Balance score of every sample of `data` under `criterion` (one of `CRITERIA`), in data order.
 
@@ -324,6 +327,7 @@ def measure(
         parameters: parameter names for ``gradient="exact"``.
         collate_fn: how a `datasets.Dataset`'s rows become batches (the trainer's collator, for raw or
             variable-length columns); None slices fixed-size columns straight from Arrow.
+        show_progress: a bar over the batches on stderr (display only), titled `desc` (default: the criterion).
 
     Returns a dict of `(N,)` float32 CPU tensors: ``score`` (higher = more balanced = earlier; Norm(sim),
     −Norm(cost) or Norm(sim) − Norm(cost)), the raw components the criterion uses among ``similarity``,
@@ -351,7 +355,11 @@ def measure(
     has_index = True
     model.eval()
     try:
-        for batch in _iterate_batches(model, data, batch_size, collate_fn):
+        batches = _iterate_batches(model, data, batch_size, collate_fn)
+        total = batches_of(len(data), batch_size) if hasattr(data, "column_names") else None
+        batches = progress(batches, total=total, desc=desc or f"BSS scoring ({criterion})", disable=not show_progress,
+                           unit="batch", leave=False)
+        for batch in batches:
             inputs = {k: v.to(device) for k, v in batch.items() if k in input_keys and v is not None}
             labels = batch.get("labels")
             if cost is not None:

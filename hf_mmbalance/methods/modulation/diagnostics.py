@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...plotting import plt, save_figure, series
+from ...plotting import epoch_of_entry, integer_ticks, plt, save_figure, series
 
 FIGURE_NAME = "disparity_ratios.png"
 # Prefix of the per-modality values `GradientModulationCallback` logs: `modulation/rho_<m>`, `modulation/k_<m>`.
 LOG_PREFIX = "modulation/"
 
 
-def plot_disparity_ratios(log_history: Sequence[dict], modality_names: Sequence[str], output_dir: str) -> list[str]:
-    """Write `disparity_ratios.png`: rho_m (top) and k_m (bottom) per modality against the epoch, from the
-    `modulation/rho_<m>` / `modulation/k_<m>` entries the callback logs. Returns `[path]`, or `[]` without them."""
+def disparity_ratios_figure(log_history: Sequence[dict], modality_names: Sequence[str]):
+    """The open figure of `disparity_ratios.png`, or None without logged ratios. The x axis is the entries'
+    `curriculum_epoch` when present (modulation together with BSS), else the Trainer's `epoch`."""
     panels = (("rho", "disparity ratio $\\rho_m$ (Eq. 17)"), ("k", "coefficient $k_m$ (Eq. 18)"))
     if not any(LOG_PREFIX + f"rho_{name}" in entry for entry in log_history for name in modality_names):
-        return []
+        return None
+    epoch = epoch_of_entry()
     figure, axes = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
     for axis, (quantity, label) in zip(axes, panels):
         for name in modality_names:
-            xs, ys = series(log_history, f"{LOG_PREFIX}{quantity}_{name}", "epoch")
+            xs, ys = series(log_history, f"{LOG_PREFIX}{quantity}_{name}", epoch)
             axis.plot(xs, ys, label=name, linewidth=1.3)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
@@ -28,7 +29,15 @@ def plot_disparity_ratios(log_history: Sequence[dict], modality_names: Sequence[
     axes[0].legend(fontsize=8, ncol=min(len(modality_names), 6))
     axes[0].set_title("Gradient modulation per modality (mean over each logging window)")
     axes[1].set_xlabel("epoch")
-    return [save_figure(figure, output_dir, FIGURE_NAME)]
+    integer_ticks(axes[1])
+    return figure
 
 
-__all__ = ["plot_disparity_ratios", "FIGURE_NAME"]
+def plot_disparity_ratios(log_history: Sequence[dict], modality_names: Sequence[str], output_dir: str) -> list[str]:
+    """Write `disparity_ratios.png`: rho_m (top) and k_m (bottom) per modality against the epoch, from the
+    `modulation/rho_<m>` / `modulation/k_<m>` entries the callback logs. Returns `[path]`, or `[]` without them."""
+    figure = disparity_ratios_figure(log_history, modality_names)
+    return [] if figure is None else [save_figure(figure, output_dir, FIGURE_NAME)]
+
+
+__all__ = ["plot_disparity_ratios", "disparity_ratios_figure", "FIGURE_NAME"]
