@@ -72,3 +72,18 @@ def test_a_monitor_only_run_is_tagged_monitored_and_cites_no_method(tmp_path):
     assert "ada2i-monitored" in card and "@inproceedings" not in card and "Ada2I" not in card.split("---")[1]
     applied = GradientModulationCallback(ModulationConfig(mode="ada2i"))
     assert applied.method_name == "ada2i" and applied.citation
+
+
+def test_a_heuristic_curriculum_longer_than_the_run_is_announced(tmp_path):
+    import pytest
+
+    with pytest.warns(UserWarning, match="t_grow=40 is beyond num_train_epochs=3: the last epoch uses 17% .*bss.t_grow to at most 3"):
+        run(tmp_path, BSSCallback(BSSConfig(scheduler="heuristic", pacing="linear", t_grow=40)))
+
+
+def test_a_monitor_only_plot_says_nothing_was_modulated(tmp_path):
+    from hf_mmbalance.methods.modulation.diagnostics import disparity_ratios_figure
+
+    trainer, _ = run(tmp_path, GradientModulationCallback(ModulationConfig(monitor_only=True)))
+    figure = disparity_ratios_figure(trainer.state.log_history, ["strong", "weak"], monitored=True)
+    assert "monitored only: no gradient was changed" in figure.axes[0].get_title()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -72,6 +73,20 @@ BSS_CITATION = """@inproceedings{guan2025bss,
 }"""
 
 
+def warn_if_the_curriculum_is_cut_short(config: BSSConfig, sizes: list[int], num_samples: int, num_epochs: int) -> None:
+    """A heuristic curriculum with `t_grow` beyond the run never reaches the whole training set (the heuristic recipe at
+    3 epochs with t_grow = 40 trained on 16% of the data): say so, with what the run will see and how to fix it."""
+    if config.scheduler != "heuristic" or config.t_grow <= num_epochs:
+        return
+    seen = sizes[-1] / num_samples
+    warnings.warn(
+        f"BSS: t_grow={config.t_grow:g} is beyond num_train_epochs={num_epochs}: the last epoch uses {seen:.0%} of the "
+        f"training set and the run never sees the rest; set bss.t_grow to at most {num_epochs}, or train longer",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
 class BSSCallback(BalancingCallback):
     """BSS curriculum sampler for `MultimodalTrainer`. Logs `bss/epoch`, `bss/lambda`, `bss/fraction_seen` and the
     latest scores' `bss/score_mean`, `bss/score_std`; `score_history` keeps a histogram per scoring epoch."""
@@ -109,7 +124,9 @@ class BSSCallback(BalancingCallback):
         if self._restored_plan is not None:  # the checkpoint was read before the loader was built (the usual order)
             self._check_plan(*self._restored_plan)
             self._restored_plan = None  # checked once, for the run that resumed from it
-        self.sampler = CurriculumSampler(num_samples, self.epoch_sizes(num_samples, num_epochs), self._build_order)
+        sizes = self.epoch_sizes(num_samples, num_epochs)
+        warn_if_the_curriculum_is_cut_short(self.config, sizes, num_samples, num_epochs)
+        self.sampler = CurriculumSampler(num_samples, sizes, self._build_order)
         self.sampler.orders.update(self._saved_orders)
         return self.sampler
 

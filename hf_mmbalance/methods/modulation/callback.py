@@ -218,7 +218,7 @@ class GradientModulationCallback(BalancingCallback):
         return logs
 
     def plot_diagnostics(self, log_history: list[dict], output_dir: str) -> list[str]:
-        return plot_disparity_ratios(log_history, self.modality_names or [], output_dir)
+        return plot_disparity_ratios(log_history, self.modality_names or [], output_dir, monitored=self.config.monitor_only)
 
     # ----- checkpoints -----
     def save_checkpoint_state(self, checkpoint_dir: str) -> None:
