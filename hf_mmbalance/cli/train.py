@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import TrainingArguments, set_seed
+import numpy as np
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from ..data import load_mfeat, load_multimodal_dataset, make_synthetic_classification, make_synthetic_regression, standardize
+from ..data import MFEAT_VIEWS, load_mfeat, load_multimodal_dataset, make_synthetic_classification, make_synthetic_regression, standardize
 from ..data.validation import column_kind
-from ..hub import render_model_card
-from ..methods import build_method_callbacks
+from ..methods import METHOD_REGISTRY, build_method_callbacks
 from ..modeling import MMBalanceConfig, MMBalanceForClassification, MMBalanceForRegression
-from ..plotting import plot_training_curves
+from ..plotting import plot_imbalance_summary, plot_training_curves
+from ..progress import quiet_library_progress
 from ..trainer import MultimodalTrainer
+from ..trainer.multimodal_trainer import is_complete_checkpoint, last_complete_checkpoint
+from .errors import RunPhase
 from .modalities import build_processor, column_of, data_kind, split_settings
-from .parser import RecipeError
+from .parser import RecipeError, parse_recipe_and_flags
 
 DATASETS = ("mfeat", "synthetic", "synthetic_regression")
 
@@ -41,6 +45,13 @@ class DataArguments:
         metadata={"help": "synthetic_regression: std of each modality's own label around the shared sentiment"},
     )
     test_split: str = field(default="test", metadata={"help": "split evaluated at the end ('' to skip)"})
+    method_state_on_resume: str = field(
+        default="require",
+        metadata={
+            "help": "require: a resumed run restores every balancing method's state from the checkpoint and refuses a "
+            "missing / changed one; restart: the methods start fresh from the checkpoint's weights"
+        },
+    )
     split_column: str | None = field(
         default=None, metadata={"help": "manifest column with train / validation / test (default: a seeded split)"}
     )
@@ -77,11 +88,13 @@ class ModelArguments:
     regression_loss: str = field(default="l1", metadata={"help": "regression: l1 (SUGRM) or mse"})
 
 
-def load_data(data_args: DataArguments, kinds: dict[str, str] | None = None):
+def load_data(data_args: DataArguments, kinds: dict[str, str] | None = None, sources: dict[str, str] | None = None):
     """The recipe's `DatasetDict`: a bundled / synthetic set, a saved folder or a manifest of files (`kinds`: column
-    -> image | audio | frames | text | features, for a manifest)."""
+    -> image | audio | frames | text | features, for a manifest). Every split gets a `sample_idx` column when the
+    data has none. `sources` (field -> "flag" | "recipe <path>") lets an error say where a wrong value was set."""
     name = data_args.dataset_name
     if name == "mfeat":
+        check_views(data_args, list(MFEAT_VIEWS), sources)
         return load_mfeat(views=data_args.views, seed=data_args.split_seed)
     if name == "synthetic":
         dataset = make_synthetic_classification(num_samples=data_args.num_samples, seed=data_args.split_seed)
@@ -101,10 +114,61 @@ def load_data(data_args: DataArguments, kinds: dict[str, str] | None = None):
         raise RecipeError(
             f"dataset_name={name!r} is neither one of {list(DATASETS)} nor a saved DatasetDict folder or manifest file"
         )
+    if "train" not in dataset:
+        raise RecipeError(f"dataset {dataset_label(name)!r} has no 'train' split (its splits: {list(dataset)})")
+    dataset = with_sample_ids(dataset)
     if data_args.views:
+        check_views(data_args, feature_columns(dataset), sources)
         truths = [c for c in dataset["train"].column_names if c in {f"true_{v}" for v in data_args.views}]
-        dataset = dataset.select_columns([*data_args.views, "labels", "sample_idx", *truths])
+        labels = [c for c in ("labels",) if c in dataset["train"].column_names]
+        dataset = dataset.select_columns([*data_args.views, *labels, "sample_idx", *truths])
     return dataset
+
+
+def with_sample_ids(dataset):
+    """`dataset` with a `sample_idx` column in every split (the methods key their per-sample state by it): where one is
+    missing, ids 0..N-1 per split, continuing across splits (after the largest id of the splits that have one)."""
+    missing = [split for split, part in dataset.items() if "sample_idx" not in part.column_names]
+    if not missing:
+        return dataset
+    start = 0
+    for split, part in dataset.items():
+        if split not in missing and len(part):
+            start = max(start, int(np.max(part.select_columns(["sample_idx"]).with_format("numpy")[:]["sample_idx"])) + 1)
+    for split in missing:
+        count = len(dataset[split])
+        dataset[split] = dataset[split].add_column("sample_idx", np.arange(start, start + count, dtype=np.int64))
+        start += count
+    return dataset
+
+
+def feature_columns(dataset) -> list[str]:
+    """The modality columns of a dataset: all but labels, ids, masks and known unimodal labels."""
+    return [
+        name for name in dataset["train"].column_names
+        if name not in ("labels", "sample_idx") and not name.endswith("_attention_mask") and not name.startswith("true_")
+    ]
+
+
+def check_views(data_args: DataArguments, available: list[str], sources: dict[str, str] | None = None) -> None:
+    """Refuse views that are not columns of the dataset, naming them, the dataset's own and where the views were set
+    (a recipe's views carried to another `--dataset_name` are refused, not silently dropped)."""
+    if not data_args.views:
+        return
+    missing = [view for view in data_args.views if view not in available]
+    if not missing:
+        return
+    origin = (sources or {}).get("views", "")
+    from_recipe = origin.startswith("recipe")
+    overridden = from_recipe and (sources or {}).get("dataset_name") == "flag"
+    which = "none of them is a column" if len(missing) == len(data_args.views) else f"{missing} are not columns"
+    raise RecipeError(
+        (f"the {origin} sets views {list(data_args.views)}" if from_recipe else f"--views {list(data_args.views)}")
+        + f", but {which} of dataset {dataset_label(data_args.dataset_name)!r}"
+        + (" (given with --dataset_name)" if overridden else "")
+        + f", whose modality columns are {available}; pass --views {' '.join(available)} (or some of them) to choose"
+        + (" this dataset's columns instead of the recipe's" if from_recipe else " among them")
+    )
 
 
 def keep_modality_columns(dataset, model_settings: dict[str, dict], processing: dict[str, dict]):
@@ -144,6 +208,7 @@ class PreparedData:
     task: str
     num_labels: int
     processor: Any = None  # a MultimodalProcessor for raw columns, or None
+    task_reason: str = ""  # why the task was inferred, e.g. "labels are float32" (-> regression)
 
 
 def build_model(model_args: ModelArguments, data: PreparedData):
@@ -192,12 +257,17 @@ def encoder_settings(model_args: ModelArguments, input_size: int, given: dict | 
     return {**settings, **(given or {})}
 
 
-def prepare_dataset(data_args: DataArguments, model_args: ModelArguments) -> PreparedData:
+def prepare_dataset(data_args: DataArguments, model_args: ModelArguments, sources: dict[str, str] | None = None) -> PreparedData:
     """The recipe's `DatasetDict` (feature columns standardized if asked), each modality's settings, task, labels
     and the processor of its raw columns."""
     model_settings, processing = split_settings(model_args.modalities) if model_args.modalities else ({}, {})
     kinds = {column_of(n, processing[n]): data_kind(n, model_settings[n], processing[n]) for n in model_settings}
-    dataset = load_data(data_args, kinds or None)
+    dataset = load_data(data_args, kinds or None, sources)
+    if "labels" not in dataset["train"].column_names:
+        raise RecipeError(
+            f"dataset {dataset_label(data_args.dataset_name)!r} has no 'labels' column (train columns: "
+            f"{dataset['train'].column_names}); name the label column `labels`"
+        )
     if model_settings:
         dataset = keep_modality_columns(dataset, model_settings, processing)
         vector_names = [n for n, s in model_settings.items() if s.get("encoder", model_args.encoder) != "auto" and "processor" not in processing[n]]
@@ -212,16 +282,147 @@ def prepare_dataset(data_args: DataArguments, model_args: ModelArguments) -> Pre
     numeric = [name for name in sizes if column_kind(dataset["train"].features[name]) == "numeric"]
     if data_args.standardize and numeric:
         dataset = standardize(dataset, numeric)
-    task, num_labels = label_task(dataset)
-    return PreparedData(dataset, settings, task, num_labels, build_processor(model_settings, processing))
+    task, num_labels, reason = infer_task(dataset)
+    return PreparedData(dataset, settings, task, num_labels, build_processor(model_settings, processing), reason)
 
 
 def label_task(dataset) -> tuple[str, int]:
     """(task, num_labels) from the train split's `labels`: float labels mean regression (1 output)."""
+    task, num_labels, _ = infer_task(dataset)
+    return task, num_labels
+
+
+def infer_task(dataset) -> tuple[str, int, str]:
+    """(task, num_labels, why) from the train split's `labels`: float labels mean regression (1 output); a ClassLabel
+    or integer labels mean classification. `why` names the labels' type, e.g. "labels are float32"."""
     feature = dataset["train"].features["labels"]
-    if getattr(feature, "dtype", "").startswith("float"):
-        return "regression", 1
-    return "classification", getattr(feature, "num_classes", None) or int(max(dataset["train"]["labels"])) + 1
+    dtype = str(getattr(feature, "dtype", ""))
+    if dtype.startswith("float"):
+        return "regression", 1, f"labels are {dtype}"
+    num_classes = getattr(feature, "num_classes", None)
+    if num_classes:
+        return "classification", num_classes, f"labels are a ClassLabel with {num_classes} classes"
+    labels = dataset["train"].select_columns(["labels"]).with_format("numpy")[:]["labels"]
+    if not np.issubdtype(np.asarray(labels).dtype, np.integer):
+        raise RecipeError(f"labels of dtype {dtype or type(feature).__name__} are neither class ids (integers or a "
+                          "ClassLabel: classification) nor floats (regression)")
+    num_labels = int(np.max(labels)) + 1 if len(labels) else 0
+    return "classification", num_labels, f"labels are {dtype}, {num_labels} classes (the largest label + 1)"
+
+
+# Which task each method needs (the CLI checks it before building the model; the callbacks check again at train start).
+CLASSIFICATION_ONLY = {
+    "modulation": "modulation is classification-only (it scores each modality by the softmax probability of the true class)",
+}
+REGRESSION_ONLY = {
+    "ulgm": "ulgm generates unimodal labels for a regression task (labels in [-H, H])",
+}
+
+
+def method_task_problem(name: str, config: Any, task: str) -> str | None:
+    """Why method `name` (with `config`) cannot run on `task`, or None when it can."""
+    if task != "classification" and name in CLASSIFICATION_ONLY:
+        return CLASSIFICATION_ONLY[name]
+    if task != "regression" and name in REGRESSION_ONLY:
+        return REGRESSION_ONLY[name]
+    if name == "bss" and task != "classification" and config is not None:
+        learned = getattr(config, "scheduler", None) == "learned"
+        similarity = config.similarity if learned else config.criterion
+        if "prediction_similarity" in str(similarity):
+            option = f"similarity={config.similarity!r}" if learned else f"criterion={config.criterion!r}"
+            return (f"bss {option} compares class probabilities and is classification-only (use a feature_similarity "
+                    "criterion for regression)")
+    return None
+
+
+def check_methods_fit_task(callbacks: dict[str, Any], data: PreparedData) -> None:
+    for name, callback in callbacks.items():
+        problem = method_task_problem(name, getattr(callback, "config", None), data.task)
+        if problem is None:
+            continue
+        fix = (" (for classification, store the labels as integers or a ClassLabel)" if data.task == "regression"
+               else " (e.g. --dataset_name synthetic_regression)")
+        raise RecipeError(f"{problem}, but this dataset's task is {data.task} ({data.task_reason}: {data.task}){fix}")
+
+
+def build_callbacks(method_sections: dict[str, dict]) -> dict[str, Any]:
+    """Method name -> its callback, one per section (option errors become one-line messages)."""
+    callbacks = {}
+    for name, options in method_sections.items():
+        try:
+            (callbacks[name],) = build_method_callbacks({name: options})
+        except (TypeError, ValueError) as error:
+            raise RecipeError(str(error) if str(error).startswith(name) else f"{name}: {error}") from None
+    return callbacks
+
+
+class TrainingStarted(TrainerCallback):
+    """Marks the first training step: a `ValueError` raised before it is a bad input (one line), after it a bug."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        RunPhase.training_started = True
+
+
+def resolve_resume(value, output_dir: str | None):
+    """`--resume_from_checkpoint` as `Trainer.train` takes it: true / last -> True (the latest complete checkpoint of
+    output_dir); a checkpoint folder -> itself; an output directory -> its latest complete checkpoint."""
+    if value is None or value is False:
+        return None
+    text = str(value).strip()
+    if value is True or text.lower() in ("true", "last", "latest"):
+        if output_dir is None or last_complete_checkpoint(output_dir) is None:
+            raise RecipeError(
+                f"--resume_from_checkpoint {text}: no complete checkpoint-<step> folder in output_dir {output_dir} to "
+                "resume from (drop the flag to start a new run)"
+            )
+        return True
+    if text.lower() in ("", "false", "no", "none", "null"):
+        return None
+    if not os.path.exists(text):
+        raise RecipeError(
+            f"--resume_from_checkpoint {text}: no such folder; give a checkpoint-<step> folder, an output directory "
+            f"(its latest complete checkpoint is used) or true / last (the latest in output_dir {output_dir})"
+        )
+    if not os.path.isdir(text):
+        raise RecipeError(f"--resume_from_checkpoint {text}: a file, not a checkpoint folder")
+    if re.fullmatch(r"checkpoint-\d+", os.path.basename(os.path.normpath(text))) or is_complete_checkpoint(text):
+        return text  # an interrupted (incomplete) checkpoint given by path is refused by MultimodalTrainer, by name
+    latest = last_complete_checkpoint(text)
+    if latest is None:
+        raise RecipeError(
+            f"--resume_from_checkpoint {text}: neither a checkpoint folder nor an output directory with a complete "
+            "checkpoint-<step> folder"
+        )
+    if output_dir is not None and os.path.realpath(text) == os.path.realpath(output_dir):
+        return True  # MultimodalTrainer picks the same latest complete checkpoint
+    return latest
+
+
+def check_eval_split(training_args: TrainingArguments, dataset, data_args: DataArguments, has_eval: bool) -> None:
+    """`eval_strategy` other than "no" needs an evaluation split: say which one is missing and what to do."""
+    strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+    if strategy == "no" or has_eval:
+        return
+    fixes = "--eval_strategy no" + (" --load_best_model_at_end false" if training_args.load_best_model_at_end else "")
+    raise RecipeError(
+        f"eval_strategy={strategy!r} evaluates on the 'validation' split, and dataset "
+        f"{dataset_label(data_args.dataset_name)!r} has only the splits {list(dataset)}: add a 'validation' split to "
+        f"the dataset, or pass {fixes}"
+    )
+
+
+def parse_train_args(argv: list[str]):
+    """`hf-mmbalance train` flags -> (DataArguments, ModelArguments, TrainingArguments, method sections)."""
+    return parse_recipe_and_flags(
+        (DataArguments, ModelArguments, TrainingArguments), argv, method_names=tuple(METHOD_REGISTRY),
+        method_options={name: entry.config_class for name, entry in METHOD_REGISTRY.items()},
+    )
+
+
+def describe_run(command: str, data: PreparedData, training_args: TrainingArguments) -> str:
+    device = getattr(training_args.device, "type", training_args.device)
+    return (f"hf-mmbalance {command}: {data.task_reason}: {data.task}; modalities {', '.join(data.modality_settings)}; "
+            f"world size {training_args.world_size} ({device})")
 
 
 def dataset_label(name: str) -> str:
@@ -246,14 +447,16 @@ def run_train(
     model_args: ModelArguments,
     training_args: TrainingArguments,
     method_sections: dict[str, dict] | None = None,
+    *,
+    sources: dict[str, str] | None = None,
 ) -> dict:
-    try:
-        callbacks = build_method_callbacks(method_sections or {})
-    except ValueError as error:
-        raise RecipeError(str(error)) from None
+    callbacks = build_callbacks(method_sections or {})
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     set_seed(training_args.seed)
-    data = prepare_dataset(data_args, model_args)
+    data = prepare_dataset(data_args, model_args, sources)
+    check_methods_fit_task(callbacks, data)
     dataset = data.dataset
+    check_eval_split(training_args, dataset, data_args, "validation" in dataset)
     model = build_model(model_args, data)
     try:
         trainer = MultimodalTrainer(
@@ -261,12 +464,17 @@ def run_train(
             args=training_args,
             train_dataset=dataset["train"],
             eval_dataset=dataset["validation"] if "validation" in dataset else None,
-            callbacks=callbacks,
+            callbacks=[*callbacks.values(), TrainingStarted()],
             processing_class=data.processor,
+            method_state_on_resume=data_args.method_state_on_resume,
         )
     except ValueError as error:  # dataset validation: the message names the column
         raise RecipeError(str(error)) from None
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if trainer.is_world_process_zero():
+        print(describe_run("train", data, training_args)
+              + (f"; resuming from {resume if resume is not True else 'the latest checkpoint in ' + str(training_args.output_dir)}"
+                 if resume else ""), flush=True)
+    train_result = trainer.train(resume_from_checkpoint=resume)
     metrics = {f"train_{k}" if not k.startswith("train") else k: v for k, v in train_result.metrics.items()}
     if "validation" in dataset:
         metrics.update(trainer.evaluate())
@@ -276,13 +484,16 @@ def run_train(
         write_run_outputs(trainer, metrics, data_args, training_args)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset=dataset_label(data_args.dataset_name))
+    if training_args.world_size > 1:
+        trainer.end()  # several processes (accelerate launch / torchrun): destroy the process group
     return metrics
 
 
 def write_run_outputs(trainer, metrics: dict, data_args: DataArguments, training_args: TrainingArguments) -> None:
     output_dir = training_args.output_dir
     names = trainer.model.config.modality_names
-    trainer.save_model(output_dir)
+    with quiet_library_progress(transformers=training_args.disable_tqdm):
+        trainer.save_model(output_dir)
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2, sort_keys=True)
     with open(os.path.join(output_dir, "log_history.json"), "w", encoding="utf-8") as handle:
@@ -290,6 +501,8 @@ def write_run_outputs(trainer, metrics: dict, data_args: DataArguments, training
     plots = plot_training_curves(trainer.state.log_history, names, output_dir)
     for callback in trainer.balancing_callbacks:
         plots += callback.plot_diagnostics(trainer.state.log_history, output_dir)
+    summary = plot_imbalance_summary(metrics, names, output_dir)
+    plots = list(dict.fromkeys([*plots, *([summary] if summary else [])]))  # BSS redraws the curves on its epochs
     trainer.create_model_card(dataset=dataset_label(data_args.dataset_name))
     prefix = "test" if any(key.startswith("test_") for key in metrics) else "eval"
     print(f"\nPer-modality report ({prefix} split, {dataset_label(data_args.dataset_name)}, fusion={trainer.model.config.fusion}):")
