@@ -195,6 +195,18 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+def run_in_a_clean_process(script: str, tmp_path) -> dict:
+    """Run `script ckpt inputs.json` offline in a process without hf_mmbalance on its path; its last JSON line."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "ckpt"), str(tmp_path / "inputs.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize(
     "model_class, fusion",
     [(MMBalanceForClassification, "gated"), (MMBalanceForRegression, "gated"), (MMBalanceForClassification, "afw"),
@@ -210,14 +222,7 @@ def test_checkpoint_loads_with_remote_code_in_a_process_without_the_package(tmp_
     assert {"modeling_mmbalance.py", "configuration_mmbalance.py", "encoders.py", "fusion.py"} <= set(os.listdir(tmp_path / "ckpt"))
     inputs = make_inputs()
     (tmp_path / "inputs.json").write_text(json.dumps({k: v.tolist() for k, v in inputs.items()}))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path / "ckpt"), str(tmp_path / "inputs.json")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_a_clean_process(REMOTE_SCRIPT, tmp_path)
     assert report["imported"] == [] and report["class"] == model_class.__name__
     # Not bit-equality: MKL may take another code path for a reloaded (differently aligned) weight (HF_NOTES.md).
     torch.testing.assert_close(torch.tensor(report["logits"]), model(**inputs).logits, rtol=1e-5, atol=1e-6)
@@ -242,13 +247,6 @@ def test_automodel_loads_a_saved_classifier_with_remote_code_in_a_process_withou
     assert auto_map["AutoModel"] == "modeling_mmbalance.MMBalanceModel"
     inputs = make_inputs()
     (tmp_path / "inputs.json").write_text(json.dumps({k: v.tolist() for k, v in inputs.items()}))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, "-c", AUTO_MODEL_SCRIPT, str(tmp_path / "ckpt"), str(tmp_path / "inputs.json")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_a_clean_process(AUTO_MODEL_SCRIPT, tmp_path)
     assert report["imported"] == [] and report["class"] == "MMBalanceModel"
     torch.testing.assert_close(torch.tensor(report["logits"]), model(**inputs).logits, rtol=1e-5, atol=1e-6)
