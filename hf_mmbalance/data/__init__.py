@@ -1,6 +1,6 @@
 """Data layer: the bundled UCI mfeat multi-view dataset, synthetic multimodal data and dataset checks.
 
-Depends only on numpy, pyarrow, datasets, Pillow and soundfile (nothing else from hf_mmbalance); multimodal
+Depends only on numpy, pyarrow, datasets, Pillow and soundfile (from hf_mmbalance only the leaf `progress` module); multimodal
 datasets read from manifests of image / audio / frame files and text (`files.py`).
 """
 

@@ -36,7 +36,6 @@ header is not a row).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -50,6 +49,7 @@ import soundfile
 from datasets.table import InMemoryTable, cast_table_to_features
 from PIL import Image as PILImage
 
+from ..progress import quiet_library_progress
 from .mfeat import arrow_table, stratified_split
 from .validation import DatasetValidationError
 
@@ -342,7 +342,7 @@ def _read_manifest(path: str, cache_dir) -> pa.Table:
         raise DatasetFilesError(f"manifest {path}: unknown extension {ext!r}; expected one of {sorted(_FORMATS)}")
     builder, options = _FORMATS[ext]
     try:
-        with _quiet_progress_bars():
+        with quiet_library_progress():  # reading a small manifest is instant: no bar
             ds = datasets.load_dataset(
                 builder, data_files=path, split="train", cache_dir=None if cache_dir is None else os.fspath(cache_dir), **options
             )
@@ -351,19 +351,6 @@ def _read_manifest(path: str, cache_dir) -> pa.Table:
             raise DatasetFilesError(f"manifest {path} has no rows") from err
         raise DatasetFilesError(f"manifest {path}: cannot be read as {builder}: {type(err).__name__}: {err}") from err
     return arrow_table(ds)
-
-
-@contextlib.contextmanager
-def _quiet_progress_bars():
-    """Reading a small manifest is instant: datasets' own "Generating train split" bar would only clutter the
-    caller's output (and its stderr). Restores the caller's setting after."""
-    enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
 
 
 def _has_no_rows(path: str, builder: str) -> bool:
