@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 # public name -> the sub-package it lives in
 _LAZY_NAMES = {
     **dict.fromkeys(
-        ("DatasetFilesError", "DatasetValidationError", "MFEAT_VIEWS", "load_mfeat", "load_multimodal_dataset",
+        ("DatasetFilesError", "DatasetValidationError", "MFEAT_VIEWS", "load_av_digits", "load_mfeat", "load_multimodal_dataset",
          "load_multimodal_files", "make_synthetic_classification", "make_synthetic_regression", "standardize",
          "validate_dataset"),
         "data",
@@ -49,7 +49,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .data import (DatasetFilesError, DatasetValidationError, MFEAT_VIEWS, load_mfeat, load_multimodal_dataset,
+    from .data import (DatasetFilesError, DatasetValidationError, MFEAT_VIEWS, load_av_digits, load_mfeat, load_multimodal_dataset,
                        load_multimodal_files, make_synthetic_classification, make_synthetic_regression, standardize,
                        validate_dataset)
     from .hub import render_model_card

@@ -4,6 +4,7 @@ Depends only on numpy, pyarrow, datasets, Pillow and soundfile (from hf_mmbalanc
 datasets read from manifests of image / audio / frame files and text (`files.py`).
 """
 
+from .av_digits import AV_DIGITS_SAMPLING_RATE, load_av_digits
 from .files import DatasetFilesError, MODALITY_KINDS, load_multimodal_dataset, load_multimodal_files
 from .mfeat import MFEAT_VIEWS, load_mfeat, standardize
 from .synthetic import make_synthetic_classification
@@ -11,6 +12,8 @@ from .synthetic_regression import make_synthetic_regression
 from .validation import DatasetValidationError, validate_dataset
 
 __all__ = [
+    "AV_DIGITS_SAMPLING_RATE",
+    "load_av_digits",
     "DatasetFilesError",
     "DatasetValidationError",
     "MODALITY_KINDS",
