@@ -147,3 +147,11 @@ def test_label_smoothing_reaches_every_cross_entropy_term(tmp_path):
     data = DATA["train"].cast_column("labels", datasets.Value("float32"))
     with pytest.raises(ValueError, match="label_smoothing_factor=0.2: label smoothing needs a classification model"):
         MultimodalTrainer(model=regression, args=make_args(tmp_path, label_smoothing_factor=0.2), train_dataset=data)
+
+
+def test_a_dict_of_eval_datasets_is_checked_part_by_part(tmp_path):
+    trainer = MultimodalTrainer(model=make_model(), args=make_args(tmp_path), train_dataset=DATA["train"])
+    metrics = trainer.evaluate({"val": DATA["validation"], "test": DATA["test"]})
+    assert {"eval_val_loss", "eval_test_loss"} <= set(metrics)
+    with pytest.raises(DatasetValidationError, match="eval_dataset\\['bad'\\]: .*column 'b'.*NaN"):
+        trainer.evaluate({"val": DATA["validation"], "bad": with_value(DATA["test"], "b", 2, float("nan"))})

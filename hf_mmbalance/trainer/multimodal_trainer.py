@@ -54,9 +54,8 @@ def multimodal_processor(processing_class):
 RAW_KIND_OF_PROCESSOR = {"tokenizer": "text", "image_processor": "image", "feature_extractor": "audio"}
 
 
-def raw_input_kinds(processor, modality: str) -> tuple[str, ...]:
-    """The raw column kinds `processor` handles for `modality` (empty when it has no processor for it)."""
-    entry = None if processor is None else processor.modalities.get(modality)
+def raw_input_kinds(entry) -> tuple[str, ...]:
+    """The raw column kinds a processor's modality entry handles (empty when the modality has no processor)."""
     if entry is None:
         return ()
     return ("frames",) if entry.frames else (RAW_KIND_OF_PROCESSOR[entry.kind],)
@@ -93,7 +92,7 @@ def validate_model_inputs(dataset, model, processor, where: str = "") -> None:
             ndim,
             floating,
             encoder.extra_inputs,
-            processed_kinds=raw_input_kinds(processor, name),
+            processed_kinds=raw_input_kinds(entry),
             where=where,
             raw_column=None if entry is None else entry.column,
         )
@@ -205,9 +204,8 @@ class MultimodalTrainer(Trainer):
         super().__init__(model, args, *trainer_args, **kwargs)
         self._validate_datasets = validate_datasets
         for key in ("train_dataset", "eval_dataset"):
-            given = kwargs.get(key)
-            if validate_datasets and given is not None and not hasattr(given, "column_names") and not isinstance(given, dict):
-                check_batches(model, given, self.data_collator, key)  # a torch Dataset: read it once, batch by batch
+            if kwargs.get(key) is not None:
+                self._check_schemaless(kwargs[key], key)
         make_token_free(self.args)  # training_args.bin (written and pushed with every save) holds no token or path
         self._apply_label_smoothing()
         if self.args.label_names is None:
@@ -415,9 +413,17 @@ class MultimodalTrainer(Trainer):
     def _checked_dataset(self, dataset, field: str, labels: bool = True):
         processor = multimodal_processor(self.processing_class)
         prepared = self._prepared_dataset(dataset, self.model, processor, field, self._validate_datasets, labels)
-        if self._validate_datasets and not hasattr(prepared, "column_names"):
-            check_batches(self.model, prepared, self.data_collator, field, labels=labels)
+        self._check_schemaless(prepared, field, labels)
         return prepared
+
+    def _check_schemaless(self, dataset, field: str, labels: bool = True) -> None:
+        """A torch Dataset has no schema for `validate_dataset`: read it once, batch by batch (`datasets` inputs were
+        checked by `_prepared_dataset`; a dict of eval datasets is checked part by part)."""
+        if isinstance(dataset, dict):
+            for name, part in dataset.items():
+                self._check_schemaless(part, f"{field}[{name!r}]", labels)
+        elif self._validate_datasets and not hasattr(dataset, "column_names"):
+            check_batches(self.model, dataset, self.data_collator, field, labels=labels)
 
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys: Sequence[str] | None = None):
         inputs = self._prepare_inputs(inputs)
