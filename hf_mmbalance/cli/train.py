@@ -143,7 +143,8 @@ def with_sample_ids(dataset):
 
 
 def feature_columns(dataset) -> list[str]:
-    """The modality columns of a dataset: all but labels, ids, masks and known unimodal labels."""
+    """The modality columns of a dataset: all but labels, ids, masks and `true_<m>` (known unimodal labels of synthetic
+    data, for diagnostics only)."""
     return [
         name for name in dataset["train"].column_names
         if name not in ("labels", "sample_idx") and not name.endswith("_attention_mask") and not name.startswith("true_")
@@ -187,11 +188,10 @@ def modality_columns(dataset, names: list[str] | None = None) -> dict[str, int]:
     """Modality name -> feature length, for every fixed-length float column other than labels/ids (or `names`)."""
     features = dataset["train"].features
     columns = {}
-    for name, feature in features.items():
+    for name in feature_columns(dataset):
         if names is not None and name not in names:
             continue
-        if name in ("labels", "sample_idx") or name.endswith("_attention_mask") or name.startswith("true_"):
-            continue  # `true_<m>`: known unimodal labels of synthetic data, for diagnostics only
+        feature = features[name]
         length = getattr(feature, "length", None)
         if length is None or length < 1:
             raise RecipeError(f"column {name!r} is not a fixed-length feature vector; declare its length in the dataset")
@@ -284,12 +284,6 @@ def prepare_dataset(data_args: DataArguments, model_args: ModelArguments, source
         dataset = standardize(dataset, numeric)
     task, num_labels, reason = infer_task(dataset)
     return PreparedData(dataset, settings, task, num_labels, build_processor(model_settings, processing), reason)
-
-
-def label_task(dataset) -> tuple[str, int]:
-    """(task, num_labels) from the train split's `labels`: float labels mean regression (1 output)."""
-    task, num_labels, _ = infer_task(dataset)
-    return task, num_labels
 
 
 def infer_task(dataset) -> tuple[str, int, str]:
