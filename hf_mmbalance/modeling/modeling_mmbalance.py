@@ -108,6 +108,10 @@ class MMBalancePreTrainedModel(PreTrainedModel):
             backbone = self.encoders[name].backbone
             backbone.load_state_dict(pretrained_backbone_state(pretrained, backbone, settings.get("tower")))
 
+    def get_input_embeddings(self):
+        """None: one encoder per modality, no single token embedding (accelerate's FSDP2 preparation asks for it)."""
+        return None
+
     @property
     def supports_gradient_checkpointing(self) -> bool:
         return any(backbone.supports_gradient_checkpointing for backbone in self._backbones())

@@ -13,6 +13,8 @@ import torch
 from torch.utils.data import Sampler
 from transformers import TrainerCallback, TrainerState, TrainingArguments
 
+from .distributed import TrainingEngine, detect_engine
+
 
 class BalancingCallback(TrainerCallback):
     """Base class of the balancing methods' callbacks (hooks of `MultimodalTrainer`)."""
@@ -29,6 +31,15 @@ class BalancingCallback(TrainerCallback):
     # with it, exactly as training does. None = slice fixed-size columns.
     data_collator: Any = None
 
+    # The engine that runs the step (set by `MultimodalTrainer` with the collator; None = not told, see
+    # `training_engine`): a method whose work must hold in every engine (gradient modulation) picks how to apply it.
+    engine: TrainingEngine | None = None
+
+    def training_engine(self, args: TrainingArguments | None = None, model: torch.nn.Module | None = None) -> TrainingEngine:
+        """The engine the trainer announced, else the one `detect_engine` finds (a callback restored from a
+        checkpoint, or under a plain `Trainer`)."""
+        return self.engine if self.engine is not None else detect_engine(args, model)
+
     # Shown in the model card: the method's tag and the paper's BibTeX entry.
     method_name: str | None = None
     citation: str | None = None
@@ -42,7 +53,9 @@ class BalancingCallback(TrainerCallback):
         inputs: dict[str, Any],
         outputs: Any,
     ) -> torch.Tensor | None:
-        """Called for every training micro-batch right after the forward pass, before backward.
+        """Called for every training micro-batch right after the forward pass, before backward (so a method may
+        register tensor hooks on `outputs`, e.g. on the features, to change the gradients inside backward: the one
+        place every engine honours, DeepSpeed included).
 
         `inputs` holds the batch (modalities, `labels`, `sample_idx` when the dataset has it) and `outputs` the
         model's `MMBalanceOutput`. Return a scalar tensor to ADD to the loss (it is backpropagated with it), or

@@ -1,11 +1,17 @@
 """The few collective operations the balancing methods need, each a no-op in a single process.
 
 Anything computed from a batch that changes the update (scores, orders, selections) must be identical on every
-rank: the methods either reduce it over ranks or compute it on the main process and broadcast it.
+rank: the methods either reduce it over ranks or compute it on the main process and broadcast it. Under FSDP a
+forward pass needs EVERY rank, so passes over the data are split across ranks and gathered (`shard_bounds`,
+`all_gather_rows`), never run on one rank. The tensor collectives keep values on the device (no host sync).
+
+`TrainingEngine` says which engine runs the step (one process, DDP, FSDP2, FSDP1, DeepSpeed) and what that means for a
+method: whether the optimizer step runs inside backward (DeepSpeed) and whether `.grad` is whole, a shard or hidden.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,9 +53,100 @@ def gather_from_ranks(value: Any) -> list[Any]:
     return values
 
 
+def shard_bounds(num_items: int, rank: int | None = None, world_size: int | None = None) -> tuple[int, int, int]:
+    """(start, stop, padded_size) of this rank's contiguous shard of `num_items`: ranks take ceil(N / W) items each
+    (the last ones fewer, possibly none); `padded_size` = ceil(N / W) is what every rank must process so that all run
+    the same number of forward passes (FSDP's collectives inside forward pair up across ranks)."""
+    distributed = is_distributed()
+    if world_size is None:
+        world_size = torch.distributed.get_world_size() if distributed else 1
+    if rank is None:
+        rank = torch.distributed.get_rank() if distributed else 0
+    per_rank = -(-num_items // world_size)
+    start = min(rank * per_rank, num_items)
+    return start, min(start + per_rank, num_items), per_rank
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's `tensor` (same shape on every rank), concatenated along dim 0 in rank order, on every rank. A
+    tensor collective: the values stay on their device (gloo: CPU; NCCL: the GPU)."""
+    if not is_distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+ENGINES = ("single", "ddp", "fsdp", "fsdp1", "deepspeed")
+
+
+@dataclass(frozen=True)
+class TrainingEngine:
+    """The engine that runs the training step, as the methods need to know it.
+
+    Args:
+        name: `single` (one process), `ddp`, `fsdp` (FSDP2, `fully_shard`: `.grad` is a DTensor shard, parameter names
+            kept), `fsdp1` (flattened parameters: names and per-parameter gradients are not the module's) or
+            `deepspeed` (ZeRO: `accelerator.backward` runs `engine.step()`, gradients are partitioned and never
+            exposed to callbacks).
+        world_size: number of processes.
+    """
+
+    name: str = "single"
+    world_size: int = 1
+
+    @property
+    def optimizer_step_in_backward(self) -> bool:
+        """True when the optimizer step runs inside backward, so `on_pre_optimizer_step` comes after the update."""
+        return self.name == "deepspeed"
+
+    @property
+    def exposes_gradients(self) -> bool:
+        """True when callbacks see each parameter's `.grad` (whole or as a DTensor shard) before the update."""
+        return self.name in ("single", "ddp", "fsdp")
+
+
+def detect_engine(args: Any = None, model: Any = None) -> TrainingEngine:
+    """The engine of the current run, from accelerate's state (when an `Accelerator` exists), the TrainingArguments'
+    `deepspeed` / `fsdp` settings and the model's parameters (DTensors: FSDP2). For callbacks that were not told by
+    `MultimodalTrainer` (e.g. restored from a checkpoint, or under a plain `Trainer`)."""
+    world_size = torch.distributed.get_world_size() if is_distributed() else 1
+    name = None
+    try:
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DistributedType
+
+        if AcceleratorState._shared_state:  # an Accelerator was built in this process
+            state = AcceleratorState()
+            if state.distributed_type == DistributedType.DEEPSPEED:
+                name = "deepspeed"
+            elif state.distributed_type == DistributedType.FSDP:
+                name = "fsdp" if getattr(state.fsdp_plugin, "fsdp_version", 1) == 2 else "fsdp1"
+    except (ImportError, AttributeError):  # pragma: no cover - accelerate is a dependency
+        pass
+    if name is None and args is not None:
+        if getattr(args, "deepspeed", None):
+            name = "deepspeed"
+        elif getattr(args, "fsdp", None):
+            version = (getattr(args, "fsdp_config", None) or {}).get("fsdp_version", 1)
+            name = "fsdp" if int(version) == 2 else "fsdp1"
+    if name is None and model is not None:
+        try:
+            from torch.distributed.tensor import DTensor
+
+            if any(isinstance(p, DTensor) for p in model.parameters()):
+                name = "fsdp"
+        except ImportError:  # pragma: no cover
+            pass
+    if name is None:
+        name = "ddp" if world_size > 1 else "single"
+    return TrainingEngine(name, world_size)
+
+
 def barrier() -> None:
     if is_distributed():
         torch.distributed.barrier()
 
 
-__all__ = ["is_distributed", "is_main_process", "sum_over_ranks", "broadcast_from_main", "gather_from_ranks", "barrier"]
+__all__ = ["ENGINES", "TrainingEngine", "all_gather_rows", "barrier", "broadcast_from_main", "detect_engine",
+           "gather_from_ranks", "is_distributed", "is_main_process", "shard_bounds", "sum_over_ranks"]

@@ -21,6 +21,7 @@ from ..modeling import MMBalanceConfig
 from .batches import SAMPLE_ID_COLUMN, check_batches
 from .callbacks import BalancingCallback
 from .checkpoint_state import CheckpointStateError
+from .distributed import TrainingEngine
 from .metrics import build_compute_metrics
 from .optimizer import modality_parameter_groups
 from .safe_args import make_token_free
@@ -275,8 +276,10 @@ class MultimodalTrainer(Trainer):
         # The callbacks see the training set with all its columns (e.g. ULGM's `true_<m>` diagnostics), not the copy
         # pruned to the model's inputs: same rows, same order.
         dataset = self.train_dataset if train_dataset is None or len(train_dataset) == len(self.train_dataset) else train_dataset
+        engine = self.training_engine()
         for callback in self.balancing_callbacks:
             callback.data_collator = self._method_collator
+            callback.engine = engine
         provided = [(cb, cb.get_train_sampler(dataset, self.args)) for cb in self.balancing_callbacks]
         provided = [(cb, sampler) for cb, sampler in provided if sampler is not None]
         if len(provided) > 1:
@@ -287,6 +290,16 @@ class MultimodalTrainer(Trainer):
             return self._custom_train_sampler
         self._custom_train_sampler = None
         return super()._get_train_sampler(train_dataset)
+
+    def training_engine(self) -> TrainingEngine:
+        """The engine accelerate runs the step with (what the callbacks are told, `BalancingCallback.engine`)."""
+        if self.is_deepspeed_enabled:
+            name = "deepspeed"
+        elif self.is_fsdp_enabled:
+            name = "fsdp" if getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2 else "fsdp1"
+        else:
+            name = "ddp" if self.args.world_size > 1 else "single"
+        return TrainingEngine(name, self.args.world_size)
 
     def get_train_dataloader(self):
         dataloader = super().get_train_dataloader()
