@@ -24,6 +24,7 @@ LIBRARY_ERRORS = (
     ("hf_mmbalance.data.files", "DatasetFilesError"),
     ("hf_mmbalance.trainer.checkpoint_state", "CheckpointStateError"),
     ("hf_mmbalance.processing.errors", "ProcessingError"),
+    ("hf_mmbalance.diagnose.config", "DiagnoseError"),
 )
 
 

@@ -121,6 +121,10 @@ def training_help(command: str) -> str:
 
 
 def command_help(command: str) -> str:
+    if command == "diagnose":
+        from .diagnose import diagnose_help
+
+        return diagnose_help()
     from transformers import TrainingArguments
 
     from .train import DataArguments, ModelArguments

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = ("train", "active")
+COMMANDS = ("train", "active", "diagnose")
 
 USAGE = """usage: hf-mmbalance COMMAND --config RECIPE.yaml [--field value ...] [--<method>.<option> value ...]
 
@@ -17,6 +17,8 @@ commands:
            into --output_dir (recipe fields: TrainingArguments, data and model fields; flags override them)
   active   active learning over the train split as the pool (recipe section `active:` = ActiveLearningConfig:
            strategy random|entropy|badge|bmmal, budget_per_round, total_budget, ...); resumable on --output_dir
+  diagnose is my model imbalanced? each modality alone vs the joint model: probe gaps, Shapley shares, disparity
+           ratios, a verdict (--budget quick|full: full also ranks the methods); diagnosis.json/.md/.png; resumable
 
 balancing methods: a recipe section `<method>: {option: value}` or flags `--<method>.<option> value`
   modulation   Ada2I / OGM-GE gradient modulation (ModulationConfig: mode, alpha, score, ...); classification
@@ -71,6 +73,11 @@ def _run(command: str, rest: list[str]) -> None:
 
         data_args, model_args, training_args, method_sections = parse_train_args(rest)
         run_train(data_args, model_args, training_args, method_sections, sources=field_sources(rest))
+    elif command == "diagnose":
+        from .diagnose import parse_diagnose_args, run_diagnose
+
+        data_args, model_args, training_args, config, sections = parse_diagnose_args(rest)
+        run_diagnose(data_args, model_args, training_args, config, sections, sources=field_sources(rest))
     else:
         from .active import parse_active_args, run_active
 
