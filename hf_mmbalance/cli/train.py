@@ -55,6 +55,10 @@ class DataArguments:
     split_column: str | None = field(
         default=None, metadata={"help": "manifest column with train / validation / test (default: a seeded split)"}
     )
+    balance_report: str | None = field(
+        default=None,
+        metadata={"help": "a diagnosis.json of `hf-mmbalance diagnose` (or its folder): the model card gets its Balance report"},
+    )
 
 
 @dataclass
@@ -445,6 +449,10 @@ def run_train(
     sources: dict[str, str] | None = None,
 ) -> dict:
     callbacks = build_callbacks(method_sections or {})
+    if data_args.balance_report:
+        from ..diagnose import read_diagnosis
+
+        read_diagnosis(data_args.balance_report)  # a missing / wrong file is refused before training
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     set_seed(training_args.seed)
     data = prepare_dataset(data_args, model_args, sources)
@@ -498,6 +506,11 @@ def write_run_outputs(trainer, metrics: dict, data_args: DataArguments, training
     summary = plot_imbalance_summary(metrics, names, output_dir)
     plots = list(dict.fromkeys([*plots, *([summary] if summary else [])]))  # BSS redraws the curves on its epochs
     trainer.create_model_card(dataset=dataset_label(data_args.dataset_name))
+    if data_args.balance_report:
+        from ..diagnose import balance_report_section, read_diagnosis
+        from ..hub.model_card import add_card_section
+
+        add_card_section(os.path.join(output_dir, "README.md"), balance_report_section(read_diagnosis(data_args.balance_report)))
     prefix = "test" if any(key.startswith("test_") for key in metrics) else "eval"
     print(f"\nPer-modality report ({prefix} split, {dataset_label(data_args.dataset_name)}, fusion={trainer.model.config.fusion}):")
     print(format_report(metrics, names, prefix))

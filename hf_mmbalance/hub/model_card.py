@@ -99,3 +99,14 @@ def render_model_card(
         citations=list(citations),
         has_processor=has_processor,
     )
+
+
+def add_card_section(card_path: str, section: str, before: str = "## How to load") -> None:
+    """Insert a markdown `section` (e.g. the "Balance report" of `hf-mmbalance diagnose`) into the saved card at
+    `card_path`, just before the heading `before` (after the evaluation); at the end when the card has no such heading."""
+    card = ModelCard.load(card_path)
+    text = card.text
+    position = text.find(before)
+    block = section.strip() + "\n\n"
+    card.text = text[:position] + block + text[position:] if position >= 0 else text.rstrip() + "\n\n" + block
+    card.save(card_path)
