@@ -1,12 +1,18 @@
 """`GradientModulationCallback`: Ada2I / OGM-GE gradient modulation as a `MultimodalTrainer` callback.
 
-Per optimizer step (Ada2I Algorithm 1; METHODS.md §3):
+Per optimizer step (Ada2I Algorithm 1; METHODS.md §3), with `apply="pre_optimizer_step"` (the default's choice on one
+process, DDP and FSDP2):
   1. `on_train_batch_outputs` (every micro-batch): s_m += sum_i softmax(out_m)_i[y_i] from the batch already
      forwarded, so gradient accumulation sums the scores of all the step's micro-batches;
   2. `on_pre_optimizer_step` (gradients all-reduced, unscaled and clipped): sum the scores over ranks,
      rho_m and k_m (Eq. 17-18), then g <- k_m * g (+ GE noise, Eq. 19) on the encoder parameters of m.
+With `apply="backward_hook"` (the default's choice under DeepSpeed and FSDP1) step 1 also sums the micro-batch's
+scores over the ranks, computes k_m and hooks z_m so backward scales every encoder gradient by k_m; step 2 only adds
+the noise. See `application.py` for why each engine gets which, and what differs (accumulation, clipping).
 Every rank sees the same reduced scores and draws the same noise (seed + global step), so replicas stay
 identical; the noise seed depends only on the step, so a resumed run draws what an uninterrupted one draws.
+Scores, ratios, coefficients and the noise std stay on the device; they reach the host only at logging steps
+(`metrics_to_log`) and when saved.
 
 Mixed precision: the scores are computed in float32 from the (autocast) logits. With fp16 and gradient clipping,
 `Trainer` unscales the gradients before `on_pre_optimizer_step`; without clipping they still carry the loss
@@ -42,6 +48,7 @@ from ...trainer.checkpoint_state import (
     write_json_atomic,
 )
 from ...trainer.distributed import sum_over_ranks
+from .application import resolve_apply, scale_feature_gradients
 from .config import ModulationConfig
 from .diagnostics import LOG_PREFIX, plot_disparity_ratios
 from .disparity import disparity_ratios, modality_scores, modulation_coefficients
@@ -81,10 +88,13 @@ class GradientModulationCallback(BalancingCallback):
         self.method_name = self.config.mode.replace("_", "-") + ("-monitored" if monitored else "")
         self.citation = None if monitored else ADA2I_CITATION if self.config.mode == "ada2i" else OGM_GE_CITATION
         self.modality_names: list[str] | None = None
-        self.last_ratios: dict[str, float] = {}
-        self.last_coefficients: dict[str, float] = {}
+        self.applied: str | None = None  # the mode `apply` resolved to for this run's engine (on_train_begin)
+        self._last: torch.Tensor | None = None  # (2, M) on the device: the latest rho (row 0) and k (row 1)
+        self._restored_last: tuple[dict, dict] | None = None  # a checkpoint's latest rho / k, until a step replaces them
         self._step_scores: torch.Tensor | None = None
-        self._log_sums: dict[str, float] = {}
+        self._step_k: torch.Tensor | None = None  # backward_hook: the sum of the step's micro-batch k (for the noise)
+        self._step_batches = 0
+        self._log_sums: torch.Tensor | None = None  # (2, M) float64 on the device: sums of rho / k since the last log
         self._log_count = 0
         self._parameters: dict[str, list[torch.nn.Parameter]] | None = None
         self._parameters_of: int | None = None
@@ -110,6 +120,10 @@ class GradientModulationCallback(BalancingCallback):
                 f"two gradient-modulation callbacks in one trainer ({names}) would scale the gradients twice; keep one"
             )
         others.append(self)
+        c = self.config
+        engine = self.training_engine(args, model)
+        self.applied = resolve_apply(c.apply, engine.name, noise=c.noise, parameter_filter=c.parameter_filter,
+                                     monitor_only=c.monitor_only)
         self._seed = int(args.seed if self.config.seed is None else self.config.seed)
         if self._restored is not None:
             path, saved_seed = self._restored
@@ -124,6 +138,21 @@ class GradientModulationCallback(BalancingCallback):
     def describe(self) -> str:
         """e.g. `GradientModulationCallback(mode='ada2i', alpha=0.1)`, for error messages."""
         return f"{type(self).__name__}(mode={self.config.mode!r}, alpha={self.config.alpha!r})"
+
+    @property
+    def last_ratios(self) -> dict[str, float]:
+        """The latest step's rho_m by modality (read from the device: a host sync, for inspection)."""
+        return self._last_values(0)
+
+    @property
+    def last_coefficients(self) -> dict[str, float]:
+        """The latest step's k_m by modality (read from the device: a host sync, for inspection)."""
+        return self._last_values(1)
+
+    def _last_values(self, row: int) -> dict[str, float]:
+        if self._last is None:
+            return dict(self._restored_last[row]) if self._restored_last else {}
+        return dict(zip(self.modality_names, self._last[row].tolist()))
 
     # ----- scores, per micro-batch -----
     def on_train_batch_outputs(self, args, state, *, model, inputs, outputs) -> None:
@@ -143,34 +172,73 @@ class GradientModulationCallback(BalancingCallback):
         if "labels" not in inputs:
             raise ValueError("GradientModulationCallback needs 'labels' in every training batch (the scores use y_i)")
         scores = modality_scores(logits, inputs["labels"])
+        if self._mode() == "backward_hook":
+            # k from this micro-batch, summed over ranks before backward (one all-reduce of M numbers).
+            coefficients = self._coefficients(sum_over_ranks(scores))
+            if self._active(state):
+                scale_feature_gradients(outputs.features, dict(zip(self.modality_names, coefficients.unbind())))
+            self._step_k = coefficients if self._step_k is None else self._step_k + coefficients
+            self._step_batches += 1
+            return None
         self._step_scores = scores if self._step_scores is None else self._step_scores + scores
         return None
 
-    # ----- modulation, per optimizer step -----
-    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        if self._step_scores is None:
-            raise RuntimeError(
-                "GradientModulationCallback saw no batch outputs before this optimizer step: train with "
-                "hf_mmbalance.MultimodalTrainer, which hands each batch's modality_logits to the callbacks"
-            )
-        scores = sum_over_ranks(self._step_scores)  # METHODS.md §3: reduce before the ratio
-        self._step_scores = None
-        ratios = disparity_ratios(scores, self.config.mode)
-        coefficients = modulation_coefficients(ratios, self.config.alpha)
-        self.last_ratios = dict(zip(self.modality_names, ratios.tolist()))
-        self.last_coefficients = dict(zip(self.modality_names, coefficients.tolist()))
+    def _mode(self) -> str:
+        if self.applied is None:  # on_train_begin not called (a hand-driven loop): resolve for what is found now
+            c = self.config
+            self.applied = resolve_apply(c.apply, self.training_engine().name, noise=c.noise,
+                                         parameter_filter=c.parameter_filter, monitor_only=c.monitor_only)
+        return self.applied
+
+    def _active(self, state: TrainerState) -> bool:
         # Before the step's end `state.epoch` still holds the previous step's value, e + s/n with s < n, or
         # exactly e at the first step of epoch e: its floor is the current 0-based epoch.
-        epoch = int(state.epoch or 0)
-        if not self.config.monitor_only and self.config.in_window(epoch):
+        return not self.config.monitor_only and self.config.in_window(int(state.epoch or 0))
+
+    def _coefficients(self, scores: torch.Tensor) -> torch.Tensor:
+        """rho and k (Eq. 17-18) from scores summed over the ranks; records them for the logs; returns k."""
+        ratios = disparity_ratios(scores, self.config.mode)
+        coefficients = modulation_coefficients(ratios, self.config.alpha)
+        self._last = torch.stack([ratios, coefficients]).detach()
+        self._record_for_logs()
+        return coefficients
+
+    # ----- modulation, per optimizer step -----
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self._mode() == "backward_hook":
+            if self._step_k is None:
+                raise RuntimeError(self._no_outputs_message())
+            # The gradients already carry k (scaled inside backward): only the GE noise is left.
+            mean_k, self._step_k, count = self._step_k / self._step_batches, None, self._step_batches
+            self._step_batches = 0
+            if self.config.noise and self._active(state) and count:
+                modulate_gradients(
+                    self._modulated_parameters(kwargs["model"]),
+                    dict(zip(self.modality_names, mean_k.unbind())),
+                    noise=True,
+                    noise_std_from=self.config.noise_std_from,
+                    seed=self._noise_seed(args, state),
+                    scaled_in_backward=True,
+                )
+            return
+        if self._step_scores is None:
+            raise RuntimeError(self._no_outputs_message())
+        scores = sum_over_ranks(self._step_scores)  # METHODS.md §3: reduce before the ratio
+        self._step_scores = None
+        coefficients = self._coefficients(scores)
+        if self._active(state):
             modulate_gradients(
                 self._modulated_parameters(kwargs["model"]),
-                self.last_coefficients,
+                dict(zip(self.modality_names, coefficients.unbind())),
                 noise=self.config.noise,
                 noise_std_from=self.config.noise_std_from,
                 seed=self._noise_seed(args, state),
             )
-        self._record_for_logs()
+
+    @staticmethod
+    def _no_outputs_message() -> str:
+        return ("GradientModulationCallback saw no batch outputs before this optimizer step: train with "
+                "hf_mmbalance.MultimodalTrainer, which hands each batch's modality_logits to the callbacks")
 
     def _noise_seed(self, args: TrainingArguments, state: TrainerState) -> int:
         seed = args.seed if self.config.seed is None else self.config.seed
@@ -205,16 +273,20 @@ class GradientModulationCallback(BalancingCallback):
 
     # ----- diagnostics -----
     def _record_for_logs(self) -> None:
-        for name in self.modality_names:
-            for key, value in ((f"rho_{name}", self.last_ratios[name]), (f"k_{name}", self.last_coefficients[name])):
-                self._log_sums[key] = self._log_sums.get(key, 0.0) + value
+        # float64 sums on the device: the same additions as Python floats, without a host sync per step.
+        latest = self._last.double()
+        self._log_sums = latest if self._log_sums is None else self._log_sums + latest
         self._log_count += 1
 
     def metrics_to_log(self) -> dict[str, float]:
         if not self._log_count:
             return {}
-        logs = {LOG_PREFIX + key: round(total / self._log_count, 6) for key, total in self._log_sums.items()}
-        self._log_sums, self._log_count = {}, 0
+        ratios, coefficients = (self._log_sums / self._log_count).tolist()  # the one host transfer, at a logging step
+        logs = {}
+        for name, rho, k in zip(self.modality_names, ratios, coefficients):
+            logs[f"{LOG_PREFIX}rho_{name}"] = round(rho, 6)
+            logs[f"{LOG_PREFIX}k_{name}"] = round(k, 6)
+        self._log_sums, self._log_count = None, 0
         return logs
 
     def plot_diagnostics(self, log_history: list[dict], output_dir: str) -> list[str]:
@@ -240,7 +312,8 @@ class GradientModulationCallback(BalancingCallback):
         method = type(self).__name__
         state = read_json_state(path, method)
         require_keys(state, STATE_KEYS, path, method)
-        check_same_config(state["config"], self.config.to_dict(), path, method)
+        # `apply` came later: a checkpoint without it was trained as `auto` picks on one process / DDP.
+        check_same_config({"apply": "auto", **state["config"]}, self.config.to_dict(), path, method)
         names, ratios, coefficients = state["modality_names"], state["last_ratios"], state["last_coefficients"]
         if not (names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names))) or not all(
             isinstance(d, dict) for d in (ratios, coefficients)
@@ -249,8 +322,7 @@ class GradientModulationCallback(BalancingCallback):
                                        f"have the wrong types). {RESTART_HINT}")
         self._restored = (path, state["seed"])  # the run's seed is known at on_train_begin, which comes after
         self.modality_names = names
-        self.last_ratios = ratios
-        self.last_coefficients = coefficients
+        self._last, self._restored_last = None, (ratios, coefficients)
 
 
 __all__ = ["GradientModulationCallback", "STATE_FILE"]

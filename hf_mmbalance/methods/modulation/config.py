@@ -6,6 +6,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
+from .application import APPLY_MODES
 from .disparity import MODES
 from .gradient import NOISE_STD_FROM
 
@@ -51,6 +52,15 @@ class ModulationConfig:
             "None = every encoder parameter (Ada2I). Fusion layers and heads are never modulated."
         },
     )
+    apply: str = field(
+        default="auto",
+        metadata={
+            "help": "where k_m is applied: pre_optimizer_step (scale .grad after clipping, Ada2I order; not under "
+            "DeepSpeed / FSDP1), backward_hook (a hook on each encoder's output feature scales its gradient inside "
+            "backward: every engine; with gradient accumulation each micro-batch uses its own k; no parameter_filter), "
+            "auto (pre_optimizer_step on one process, DDP and FSDP2, backward_hook under DeepSpeed and FSDP1)"
+        },
+    )
     monitor_only: bool = field(
         default=False, metadata={"help": "compute and log rho_m and k_m without changing the gradients (a vanilla run's diagnostics)"}
     )
@@ -78,6 +88,13 @@ class ModulationConfig:
         ):
             raise ValueError(
                 f"ModulationConfig.end_epoch must be None or an int >= start_epoch={self.start_epoch}, got {self.end_epoch!r}"
+            )
+        if self.apply not in APPLY_MODES:
+            raise ValueError(f"ModulationConfig.apply={self.apply!r} is unknown; expected one of {list(APPLY_MODES)}")
+        if self.apply == "backward_hook" and self.parameter_filter is not None:
+            raise ValueError(
+                f"ModulationConfig.parameter_filter={self.parameter_filter!r} needs apply='pre_optimizer_step' (or "
+                "'auto'): the backward hook scales the gradient at the encoder's output, so it reaches every encoder parameter"
             )
         if self.parameter_filter is not None:
             try:
