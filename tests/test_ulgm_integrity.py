@@ -325,7 +325,8 @@ def test_selfmm_with_features_of_different_sizes_updates_each_modality_by_the_pu
     other_part = {"rows": callback.rows_of(other["sample_idx"]), "fused": other_outputs.fused_features.detach().float(),
                   "unimodal": [other_outputs.features[n].detach().float() for n in callback.names]}
     monkeypatch.setattr(ulgm_callback, "is_distributed", lambda: True)
-    monkeypatch.setattr(ulgm_callback, "gather_from_ranks", lambda part: [part, other_part])
+    others = iter([other_part["rows"], other_part["fused"], *other_part["unimodal"]])  # in the order they are gathered
+    monkeypatch.setattr(ulgm_callback, "all_gather_rows", lambda tensor: torch.cat([tensor, next(others)]))
     callback.training_loss(None, SecondEpoch(), model=model, inputs=batch, outputs=outputs)
     for name in callback.names:
         torch.testing.assert_close(callback.features[name][other_part["rows"]], other_outputs.features[name].detach())

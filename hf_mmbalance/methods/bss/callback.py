@@ -8,8 +8,9 @@
   * learned scheduler (released train-SPL.py): every epoch rescores all N samples and draws a weighted
     permutation, w_i = 1 - (Norm(loss_i) - Norm(sim_i)) + 0.01, the normalized components accumulated over
     epochs (`none | sum | ema`, paper figure: sum) and min-max normalized again before the weights.
-Scoring is one inference pass (eval mode, no parameter update) with the model as trained so far. Under DDP
-the order is built on rank 0 and broadcast, so every rank shards the same order. The built orders and the
+Scoring is one inference pass (eval mode, no parameter update) with the model as trained so far. Under DDP and FSDP
+every rank scores a contiguous shard of the training set and the components are gathered (`sharded.py`; a forward
+under FSDP needs every rank), so every rank holds the same scores and draws the same order from the same seed. The built orders and the
 accumulated components are saved with every checkpoint: a resumed run replays the same orders.
 
 Checkpoint state: one JSON file, `bss_state.json`, written atomically (temporary file + `os.replace`):
@@ -44,10 +45,9 @@ from ...trainer.checkpoint_state import (
     require_keys,
     write_json_atomic,
 )
-from ...trainer.distributed import broadcast_from_main, is_main_process
 from .config import BSSConfig
 from .diagnostics import plot_bss_diagnostics
-from .measurer import measure, min_max_normalize
+from .measurer import min_max_normalize
 from .ordering import (
     accumulate_scores,
     curriculum_order,
@@ -58,6 +58,7 @@ from .ordering import (
 )
 from .pacing import pacing_fraction, subset_size
 from .sampler import CurriculumSampler
+from .sharded import measure_sharded
 
 STATE_FILE = "bss_state.json"
 STATE_FORMAT_VERSION = 2
@@ -147,10 +148,8 @@ class BSSCallback(BalancingCallback):
 
     # ----- orders, built when the loader reaches an epoch -----
     def _build_order(self, epoch: int) -> list[int]:
-        order = None
-        if is_main_process():  # scored and drawn once, then the same order on every rank
-            order = self._learned_order(epoch) if self.config.scheduler == "learned" else self._heuristic_order(epoch)
-        return broadcast_from_main(order)
+        # Every rank runs this (the scoring is split across ranks and gathered): same scores, same seed, same order.
+        return self._learned_order(epoch) if self.config.scheduler == "learned" else self._heuristic_order(epoch)
 
     def _heuristic_order(self, epoch: int) -> list[int]:
         every = self.config.rescore_every
@@ -178,7 +177,7 @@ class BSSCallback(BalancingCallback):
     def _measure(self, epoch: int, criterion: str) -> dict[str, torch.Tensor]:
         if self._model is None:
             raise RuntimeError("BSSCallback scores with the model: train with MultimodalTrainer (on_train_begin gives it)")
-        measured = measure(
+        measured = measure_sharded(
             self._model,
             self._dataset,
             criterion,

@@ -10,8 +10,11 @@ Per training micro-batch (Self-MM's released training step, which SUGRM keeps):
   3. the batch's common-space features F*_m, F*_s are written into the feature banks.
 With `alignment_weight > 0` (the sugrm default, not in the paper) the loss also pulls F*_s towards the detached
 F*_m, so that the common space the SUGRM rule measures in is common (see `common_space_alignment_loss`).
-Banks are indexed by `sample_idx`; under DDP the batch ids, features and generated labels of every rank are
-gathered, so every rank applies the same updates and holds identical banks.
+Banks are indexed by `sample_idx`; under DDP and FSDP the batch rows and features of every rank are gathered (a
+tensor all-gather, each rank's batch padded to `per_device_train_batch_size` with repeats of its last row, which
+write the same values twice), so every rank applies the same updates and holds identical banks. The banks live on
+the model's device and a step moves nothing to the host: the averaging weights of the fused centres are rebuilt only
+while the bank still fills (checked once per epoch), the id lookup is checked with an asynchronous assert.
 
 Checkpoints (written atomically into the checkpoint folder, read back on every rank):
   * `ulgm_banks.safetensors`: `sample_idx` (N,) int64, the bank's row order, and per row `labels.fused` (y_m),
@@ -43,7 +46,7 @@ from ...trainer.checkpoint_state import (
     save_tensors_atomic,
     write_json_atomic,
 )
-from ...trainer.distributed import gather_from_ranks, is_distributed
+from ...trainer.distributed import all_gather_rows, is_distributed
 from .config import ULGMConfig
 from .updates import (
     common_space_alignment_loss,
@@ -60,6 +63,7 @@ META_FILE = "ulgm_state.json"
 STATE_VERSION = 2  # 1 (unversioned): banks by row position, no `sample_idx`
 LOG_PREFIX = "ulgm/"
 METHOD = "ULGMCallback"
+UNKNOWN_ID = "the batch has a `sample_idx` that is not in the training set ULGMCallback was set up with"
 # Config fields a resume may change: they only decide what is written for inspection, not the run.
 RESUMABLE_CONFIG_FIELDS = ("export_labels",)
 
@@ -133,6 +137,7 @@ class ULGMCallback(BalancingCallback):
         self._sorted_ids: torch.Tensor | None = None
         self._row_order: torch.Tensor | None = None
         self._fused_weights: torch.Tensor | None = None  # (4, N) averaging weights, see _fused_centres
+        self._bank_full = False  # every row stored once (host flag, refreshed once per epoch: no sync per step)
         self._pending: dict[str, Any] | None = None  # banks by id (a checkpoint's), waiting for the training set
         self._check_model_against: str | None = None  # the bank file to compare the model's outputs with
         self._epoch_logs: dict[str, float] = {}
@@ -164,11 +169,23 @@ class ULGMCallback(BalancingCallback):
 
     def rows_of(self, sample_idx: torch.Tensor) -> torch.Tensor:
         """Bank rows of a batch's `sample_idx` values (a binary search in the sorted training ids)."""
-        ids = sample_idx.reshape(-1).long().cpu()
+        ids = sample_idx.reshape(-1).long().to(self._sorted_ids.device)
         positions = torch.searchsorted(self._sorted_ids, ids).clamp_max(len(self._sorted_ids) - 1)
-        if not bool((self._sorted_ids[positions] == ids).all()):
-            raise ValueError("the batch has a `sample_idx` that is not in the training set ULGMCallback was set up with")
+        # Asynchronous on an accelerator (no host sync per step: a device-side assert at the next sync); at once on CPU.
+        try:
+            torch._assert_async((self._sorted_ids[positions] == ids).all(), UNKNOWN_ID)
+        except RuntimeError as error:
+            raise ValueError(UNKNOWN_ID) from error
         return self._row_order[positions]
+
+    def _place(self, device: torch.device) -> None:
+        """Move the banks and the id index to `device` (the model's), once: the step then stays on it."""
+        if self._label_bank is None or self._label_bank.device == device:
+            return
+        unimodal = list(self._unimodal_banks) if self._unimodal_features is None else list(self._unimodal_features.unbind(0))
+        self._sorted_ids, self._row_order = self._sorted_ids.to(device), self._row_order.to(device)
+        self._set_banks(self._label_bank.to(device), self._fused_bank.to(device), [b.to(device) for b in unimodal],
+                        self.filled.to(device))
 
     @property
     def stacked(self) -> bool:
@@ -187,10 +204,13 @@ class ULGMCallback(BalancingCallback):
                 f"size of {fused.shape[-1]}: set MMBalanceConfig.common_space_size (the SUGRM layout)"
             )
         size = len(self.sample_ids)
-        label_bank = self.labels["fused"].unsqueeze(0).repeat(len(names) + 1, 1)  # y_s^(1) = y_m
+        device = fused.device
+        label_bank = self.labels["fused"].to(device).unsqueeze(0).repeat(len(names) + 1, 1)  # y_s^(1) = y_m
         self.names = names
-        self._set_banks(label_bank, torch.zeros(size, fused.shape[-1]),
-                        [torch.zeros(size, sizes[name]) for name in names], torch.zeros(size, dtype=torch.bool))
+        self._sorted_ids, self._row_order = self._sorted_ids.to(device), self._row_order.to(device)
+        self._set_banks(label_bank, torch.zeros(size, fused.shape[-1], device=device),
+                        [torch.zeros(size, sizes[name], device=device) for name in names],
+                        torch.zeros(size, dtype=torch.bool, device=device))
         tracked = torch.linspace(0, size - 1, steps=min(self.config.track_samples, size)).long().tolist()
         self.trajectories = {str(int(self.sample_ids[row])): [] for row in tracked}
 
@@ -206,6 +226,7 @@ class ULGMCallback(BalancingCallback):
             self._unimodal_features = None
             self._unimodal_banks = [bank.float().contiguous() for bank in unimodal]
         self.filled = filled.bool().clone()
+        self._bank_full = bool(self.filled.all())  # set up / restored: once, not per step
         self._fused_weights = None
         self.labels = {"fused": self._label_bank[0], **{n: self._label_bank[1 + i] for i, n in enumerate(self.names)}}
         self.features = {"fused": self._fused_bank, **dict(zip(self.names, self._unimodal_banks))}
@@ -233,6 +254,7 @@ class ULGMCallback(BalancingCallback):
             self._initialize(outputs)
         elif self._check_model_against is not None:
             self._check_restored_sizes(outputs)
+        self._place(outputs.logits.device)
         rows = self.rows_of(inputs["sample_idx"])
         targets = self._label_bank[:, rows].to(outputs.logits.device)  # y_m, then y_s per modality
         unimodal_preds = {name: outputs.unimodal_logits[name] for name in self.names}
@@ -244,17 +266,11 @@ class ULGMCallback(BalancingCallback):
             )
         outputs.loss_terms = terms  # logged as loss_<term> by the trainer
         loss = sum(terms.values())
-        features = [unimodal[name].detach().float().cpu() for name in self.names]
-        batch = {"rows": rows, "fused": fused.detach().float().cpu(),
+        features = [unimodal[name].detach().float() for name in self.names]
+        batch = {"rows": rows, "fused": fused.detach().float(),
                  "unimodal": torch.stack(features) if self.stacked else features}
         if is_distributed():  # every rank applies every rank's update: identical banks
-            gathered = gather_from_ranks(batch)
-            batch = {"rows": torch.cat([part["rows"] for part in gathered]),
-                     "fused": torch.cat([part["fused"] for part in gathered])}
-            if self.stacked:
-                batch["unimodal"] = torch.cat([part["unimodal"] for part in gathered], dim=1)
-            else:
-                batch["unimodal"] = [torch.cat([part["unimodal"][m] for part in gathered]) for m in range(len(self.names))]
+            batch = self._gathered(batch, getattr(args, "per_device_train_batch_size", len(rows)))
         epoch = int(state.epoch or 0) + 1  # 1-based
         if epoch > 1:
             self._update_labels(batch["rows"], batch["fused"], batch["unimodal"], epoch)
@@ -264,10 +280,34 @@ class ULGMCallback(BalancingCallback):
         else:
             for bank, values in zip(self._unimodal_banks, batch["unimodal"]):
                 bank[batch["rows"]] = values
-        if not bool(self.filled.all()):
+        if not self._bank_full:
             self.filled[batch["rows"]] = True
-            self._fused_weights = None  # the set of stored samples changed
+            self._fused_weights = None  # the set of stored samples may have changed
         return loss
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.filled is not None and not self._bank_full:
+            self._bank_full = bool(self.filled.all())  # one host sync per epoch, not per step
+
+    def _gathered(self, batch: dict[str, Any], batch_size: int) -> dict[str, Any]:
+        """Every rank's rows and features, concatenated in rank order (tensor all-gathers). Each rank pads its batch
+        to `batch_size` rows with repeats of its last row: same shapes on every rank, and a repeated row writes the
+        same values into the same bank row."""
+        pad = max(batch_size - len(batch["rows"]), 0)
+
+        def padded(tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
+            if not pad:
+                return tensor
+            last = tensor.narrow(dim, tensor.shape[dim] - 1, 1)
+            return torch.cat([tensor, last.expand(*[pad if d == dim else -1 for d in range(tensor.ndim)])], dim=dim)
+
+        gathered = {"rows": all_gather_rows(padded(batch["rows"])), "fused": all_gather_rows(padded(batch["fused"]))}
+        if self.stacked:  # (M, B, d): gather along the batch dimension
+            parts = all_gather_rows(padded(batch["unimodal"], 1).transpose(0, 1).contiguous())
+            gathered["unimodal"] = parts.transpose(0, 1)
+        else:
+            gathered["unimodal"] = [all_gather_rows(padded(values)) for values in batch["unimodal"]]
+        return gathered
 
     def _update_labels(self, rows: torch.Tensor, fused: torch.Tensor, unimodal, epoch: int) -> None:
         """Generate ŷ_s for the batch's rows, every modality at once (one call per modality when their sizes differ),
@@ -297,7 +337,7 @@ class ULGMCallback(BalancingCallback):
         if self._fused_weights is None:
             stored = self.filled
             y_m = self.labels["fused"]
-            extreme = torch.zeros(2, len(y_m), dtype=torch.bool)
+            extreme = torch.zeros(2, len(y_m), dtype=torch.bool, device=y_m.device)
             if bool(stored.any()):
                 extreme[:, stored] = torch.stack(
                     extreme_masks(y_m[stored], self.config.label_range, self.config.extreme_quantile)
@@ -323,19 +363,20 @@ class ULGMCallback(BalancingCallback):
         if not self.names:
             return
         epoch = int(round(state.epoch or 0))
-        y_m = self.labels["fused"]
+        labels = {key: value.cpu() for key, value in self.labels.items()}  # once per epoch, for the diagnostics
+        y_m = labels["fused"]
         logs = {}
         for name in self.names:
-            logs[f"{LOG_PREFIX}mean_abs_offset_{name}"] = float((self.labels[name] - y_m).abs().mean())
+            logs[f"{LOG_PREFIX}mean_abs_offset_{name}"] = float((labels[name] - y_m).abs().mean())
             if name in self.true_labels:
                 truth = self.true_labels[name]
-                logs[f"{LOG_PREFIX}corr_generated_{name}"] = _pearson(self.labels[name], truth)
+                logs[f"{LOG_PREFIX}corr_generated_{name}"] = _pearson(labels[name], truth)
                 logs[f"{LOG_PREFIX}corr_multimodal_{name}"] = _pearson(y_m, truth)
         self._epoch_logs = logs
         if self.trajectories:
             rows = self.rows_of(torch.tensor([int(sample_id) for sample_id in self.trajectories]))
             for sample_id, row in zip(self.trajectories, rows.tolist()):
-                self.trajectories[sample_id].append([float(self.labels[name][row]) for name in self.names])
+                self.trajectories[sample_id].append([float(labels[name][row]) for name in self.names])
         if self.config.export_labels and args.should_save:
             self.export_labels(os.path.join(args.output_dir, f"ulgm_labels_epoch{epoch}.csv"))
 
@@ -349,7 +390,7 @@ class ULGMCallback(BalancingCallback):
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["sample_idx", "labels", *self.names])
-            columns = [self.labels["fused"], *(self.labels[name] for name in self.names)]
+            columns = [self.labels["fused"].cpu(), *(self.labels[name].cpu() for name in self.names)]
             for row, sample_id in enumerate(self.sample_ids.tolist()):
                 writer.writerow([sample_id, *(round(float(c[row]), 6) for c in columns)])
         return path
@@ -366,9 +407,9 @@ class ULGMCallback(BalancingCallback):
     def save_checkpoint_state(self, checkpoint_dir: str) -> None:
         """Write the banks (with their `sample_idx` order) and the meta JSON, each atomically (banks first)."""
         if self.names:
-            tensors = {"sample_idx": self.sample_ids.long().contiguous(), "filled": self.filled.contiguous()}
-            tensors.update({f"labels.{k}": v.contiguous() for k, v in self.labels.items()})
-            tensors.update({f"features.{k}": v.contiguous() for k, v in self.features.items()})
+            tensors = {"sample_idx": self.sample_ids.long().contiguous(), "filled": self.filled.cpu().contiguous()}
+            tensors.update({f"labels.{k}": v.cpu().contiguous() for k, v in self.labels.items()})
+            tensors.update({f"features.{k}": v.cpu().contiguous() for k, v in self.features.items()})
             save_tensors_atomic(tensors, os.path.join(checkpoint_dir, STATE_FILE))
         meta = {"version": STATE_VERSION, "config": self.config.to_dict(), "initialized": bool(self.names),
                 "names": self.names, "num_samples": len(self.sample_ids) if self.names else None,

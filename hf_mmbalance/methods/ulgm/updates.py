@@ -129,9 +129,10 @@ def sugrm_magnitude(fused: torch.Tensor, unimodal: torch.Tensor, d_max: torch.Te
     _check_same_size(fused, unimodal)
     d_max = torch.as_tensor(d_max, dtype=torch.float32, device=fused.device).detach()
     distance = torch.linalg.vector_norm(fused - unimodal, dim=-1)
-    if not bool(d_max > 0):
-        return torch.zeros_like(distance)
-    return 2.0 * H * torch.minimum(distance, d_max) / d_max
+    # A select, not `if d_max > 0`: no host sync per step (the divisor is 1 where D_max = 0, whose result is dropped).
+    positive = d_max > 0
+    magnitude = 2.0 * H * torch.minimum(distance, d_max) / torch.where(positive, d_max, torch.ones_like(d_max))
+    return torch.where(positive, magnitude, torch.zeros_like(magnitude))
 
 
 def sugrm_direction(
