@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from ..data import MFEAT_VIEWS, load_mfeat, load_multimodal_dataset, make_synthetic_classification, make_synthetic_regression, standardize
+from ..data import (
+    MFEAT_VIEWS,
+    load_av_digits,
+    load_mfeat,
+    load_multimodal_dataset,
+    make_synthetic_classification,
+    make_synthetic_regression,
+    standardize,
+)
 from ..data.validation import column_kind
 from ..methods import METHOD_REGISTRY, build_method_callbacks
 from ..modeling import MMBalanceConfig, MMBalanceForClassification, MMBalanceForRegression
@@ -23,7 +31,7 @@ from .errors import RunPhase
 from .modalities import build_processor, column_of, data_kind, split_settings
 from .parser import RecipeError, parse_recipe_and_flags
 
-DATASETS = ("mfeat", "synthetic", "synthetic_regression")
+DATASETS = ("mfeat", "synthetic", "synthetic_regression", "av_digits")
 
 
 @dataclass
@@ -31,7 +39,8 @@ class DataArguments:
     dataset_name: str = field(
         default="mfeat",
         metadata={
-            "help": "'mfeat' (bundled UCI mfeat), 'synthetic', 'synthetic_regression', a folder saved with "
+            "help": "'mfeat' (bundled UCI mfeat), 'synthetic', 'synthetic_regression', 'av_digits' (FSDD spoken digits "
+            "+ MNIST images from --fsdd_dir / --mnist_dir), a folder saved with "
             "DatasetDict.save_to_disk, or a CSV / JSON-lines manifest of files (image / audio paths, text, labels, "
             "optional split column; the modalities' kinds come from the recipe's `modalities`)"
         },
@@ -58,6 +67,32 @@ class DataArguments:
     balance_report: str | None = field(
         default=None,
         metadata={"help": "a diagnosis.json of `hf-mmbalance diagnose` (or its folder): the model card gets its Balance report"},
+    )
+    fsdd_dir: str | None = field(
+        default=None, metadata={"help": "av_digits: a Free Spoken Digit Dataset clone (or its recordings/ folder)"}
+    )
+    mnist_dir: str | None = field(
+        default=None, metadata={"help": "av_digits: the folder with MNIST's t10k-images-idx3-ubyte / -labels files"}
+    )
+    fold: int | None = field(
+        default=None,
+        metadata={"help": "av_digits: speaker fold k: test = k-th speaker (sorted), validation = the next one"},
+    )
+    image_noise: float = field(
+        default=0.0, metadata={"help": "av_digits: std of Gaussian noise on the [0, 1] images (a weaker image modality)"}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "keep only N training rows, evenly spaced over the split (a quick run or a debugging session)"}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "keep only N rows of every other split (validation, test), evenly spaced"}
+    )
+    preprocess: bool = field(
+        default=False,
+        metadata={
+            "help": "run the modalities' processors over every split once before training (datasets.map) instead "
+            "of in the data collator at every batch: faster when processing costs more than a step (audio features)"
+        },
     )
 
 
@@ -99,13 +134,15 @@ def load_data(data_args: DataArguments, kinds: dict[str, str] | None = None, sou
     name = data_args.dataset_name
     if name == "mfeat":
         check_views(data_args, list(MFEAT_VIEWS), sources)
-        return load_mfeat(views=data_args.views, seed=data_args.split_seed)
+        return truncate_splits(load_mfeat(views=data_args.views, seed=data_args.split_seed), data_args)
     if name == "synthetic":
         dataset = make_synthetic_classification(num_samples=data_args.num_samples, seed=data_args.split_seed)
     elif name == "synthetic_regression":
         dataset = make_synthetic_regression(
             num_samples=data_args.num_samples, seed=data_args.split_seed, disagreement=data_args.disagreement
         )
+    elif name == "av_digits":
+        dataset = load_av_digits_data(data_args)
     elif os.path.isdir(name) or os.path.isfile(name):
         if os.path.isfile(name) and not kinds:
             raise RecipeError(f"dataset_name={name!r} is a manifest: declare its columns in the recipe's `modalities`")
@@ -120,13 +157,49 @@ def load_data(data_args: DataArguments, kinds: dict[str, str] | None = None, sou
         )
     if "train" not in dataset:
         raise RecipeError(f"dataset {dataset_label(name)!r} has no 'train' split (its splits: {list(dataset)})")
-    dataset = with_sample_ids(dataset)
+    dataset = truncate_splits(with_sample_ids(dataset), data_args)
     if data_args.views:
         check_views(data_args, feature_columns(dataset), sources)
         truths = [c for c in dataset["train"].column_names if c in {f"true_{v}" for v in data_args.views}]
         labels = [c for c in ("labels",) if c in dataset["train"].column_names]
         dataset = dataset.select_columns([*data_args.views, *labels, "sample_idx", *truths])
     return dataset
+
+
+def load_av_digits_data(data_args: DataArguments):
+    """`dataset_name: av_digits`: the FSDD + MNIST folders named by `fsdd_dir` / `mnist_dir`, split by speaker
+    (`fold`), paired by `split_seed`."""
+    missing = [flag for flag in ("fsdd_dir", "mnist_dir") if not getattr(data_args, flag)]
+    if missing:
+        raise RecipeError(
+            f"dataset_name='av_digits' reads local copies of FSDD and MNIST: set {' and '.join(missing)} (e.g. "
+            "--fsdd_dir free-spoken-digit-dataset/recordings --mnist_dir mnist)"
+        )
+    try:
+        return load_av_digits(
+            data_args.fsdd_dir, data_args.mnist_dir, fold=data_args.fold, seed=data_args.split_seed,
+            image_noise=data_args.image_noise,
+        )
+    except ValueError as error:  # a missing folder / file, a bad fold: the message names it
+        raise RecipeError(str(error)) from None
+
+
+def truncate_splits(dataset, data_args: DataArguments):
+    """`max_train_samples` rows of train and `max_eval_samples` of every other split, evenly spaced over the split
+    (not the first N, as the transformers example scripts take: a split sorted by class, as av_digits is, would keep
+    one class); `sample_idx` comes first, so the kept rows keep their ids."""
+    limits = {"max_train_samples": data_args.max_train_samples, "max_eval_samples": data_args.max_eval_samples}
+    for flag, limit in limits.items():
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise RecipeError(f"{flag} must be a whole number >= 1, got {limit!r}")
+    truncated = {}
+    for split, rows in dataset.items():
+        limit = limits["max_train_samples" if split == "train" else "max_eval_samples"]
+        if limit is None or limit >= len(rows):
+            truncated[split] = rows
+        else:
+            truncated[split] = rows.select(np.linspace(0, len(rows) - 1, limit).round().astype(int).tolist())
+    return type(dataset)(truncated)
 
 
 def with_sample_ids(dataset):
@@ -287,7 +360,21 @@ def prepare_dataset(data_args: DataArguments, model_args: ModelArguments, source
     if data_args.standardize and numeric:
         dataset = standardize(dataset, numeric)
     task, num_labels, reason = infer_task(dataset)
-    return PreparedData(dataset, settings, task, num_labels, build_processor(model_settings, processing), reason)
+    processor = build_processor(model_settings, processing)
+    if data_args.preprocess and processor is not None:
+        dataset = preprocess_splits(dataset, processor)
+    return PreparedData(dataset, settings, task, num_labels, processor, reason)
+
+
+def preprocess_splits(dataset, processor):
+    """Every split run through `processor` once (`Dataset.map`, rows unpadded), in torch format: the collator then
+    only pads and stacks. The same batches as processing in the collator (tests/test_processing.py)."""
+    try:
+        with quiet_library_progress():
+            processed = dataset.map(processor.transform, batched=True, remove_columns=processor.raw_columns)
+    except ValueError as error:  # an unreadable file or value: the processor's message names the modality
+        raise RecipeError(str(error)) from None
+    return processed.with_format("torch")
 
 
 def infer_task(dataset) -> tuple[str, int, str]:
@@ -440,22 +527,22 @@ def format_report(metrics: dict[str, float], modality_names: list[str], prefix: 
     return "\n".join(lines)
 
 
-def run_train(
+def build_trainer(
     data_args: DataArguments,
     model_args: ModelArguments,
     training_args: TrainingArguments,
     method_sections: dict[str, dict] | None = None,
     *,
     sources: dict[str, str] | None = None,
-) -> dict:
+    data: PreparedData | None = None,
+) -> tuple[MultimodalTrainer, PreparedData]:
+    """The recipe's `MultimodalTrainer` (model, methods, train / validation splits, processor) and its data, every
+    input checked first. `data`: a `prepare_dataset` result of the same data and model arguments to reuse (a
+    benchmark training many recipes on one fold), else the data are prepared here."""
     callbacks = build_callbacks(method_sections or {})
-    if data_args.balance_report:
-        from ..diagnose import read_diagnosis
-
-        read_diagnosis(data_args.balance_report)  # a missing / wrong file is refused before training
-    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     set_seed(training_args.seed)
-    data = prepare_dataset(data_args, model_args, sources)
+    if data is None:
+        data = prepare_dataset(data_args, model_args, sources)
     check_methods_fit_task(callbacks, data)
     dataset = data.dataset
     check_eval_split(training_args, dataset, data_args, "validation" in dataset)
@@ -472,6 +559,25 @@ def run_train(
         )
     except ValueError as error:  # dataset validation: the message names the column
         raise RecipeError(str(error)) from None
+    return trainer, data
+
+
+def run_train(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: TrainingArguments,
+    method_sections: dict[str, dict] | None = None,
+    *,
+    sources: dict[str, str] | None = None,
+) -> dict:
+    build_callbacks(method_sections or {})  # the methods' options are checked before the output folder is read
+    if data_args.balance_report:
+        from ..diagnose import read_diagnosis
+
+        read_diagnosis(data_args.balance_report)  # a missing / wrong file is refused before training
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    trainer, data = build_trainer(data_args, model_args, training_args, method_sections, sources=sources)
+    dataset = data.dataset
     if trainer.is_world_process_zero():
         print(describe_run("train", data, training_args)
               + (f"; resuming from {resume if resume is not True else 'the latest checkpoint in ' + str(training_args.output_dir)}"
