@@ -17,7 +17,7 @@ def diagnosis_figure(diagnosis: Mapping[str, Any]):
     split = diagnosis["report_split"]
     names = diagnosis["modality_names"]
     metric = diagnosis["metric"]["name"]
-    figure, axes = plt.subplots(2, 2, figsize=(13, 9))
+    figure, axes = plt.subplots(2, 2, figsize=(13, 10))
     figure.suptitle(f"Modality balance diagnosis ({split} split, {diagnosis['budget']} budget, "
                     f"{len(diagnosis['seeds'])} seed(s), {diagnosis['epochs']:g} epochs)", fontsize=13)
     _bars(axes[0][0], diagnosis, split, names)
@@ -54,20 +54,18 @@ def _bars(axis, diagnosis, split, names) -> None:
         axis.bar(x - 0.4 + width * (i + 0.5), means, width, yerr=stds if stds.any() else None, capsize=2, label=label,
                  color=f"C{i}")
         lowest = min(lowest, float(np.min(means - stds)))
-    for j, m in enumerate(names):
-        gap = report[m]["gap"][split]["mean"]
-        top = max(report[m]["alone_probe"][split]["mean"], report[m]["joint_probe"][split]["mean"])
-        axis.annotate(f"gap {gap:+.3f}", (j, top), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=9)
     fused = diagnosis["fused"][split][metric]["mean"]
     axis.axhline(fused, color="black", linestyle="--", linewidth=1.2, label=f"fused (joint) {fused:.3f}")
     higher = diagnosis["metric"]["higher_is_better"]
-    if higher or metric != "mae":
-        axis.set_ylim(max(0.0, min(lowest, fused) - 0.05), min(1.0, max(1.0, fused)) + 0.04)
-    axis.set_xticks(x, names)
+    if higher:
+        bottom = max(0.0, min(lowest, fused) - 0.05)
+        axis.set_ylim(bottom, 1.0 + 0.02 * (1.0 - bottom))
+    gaps = [report[m]["gap"][split]["mean"] for m in names]
+    axis.set_xticks(x, [f"{m}\ngap {gap:+.3f}" for m, gap in zip(names, gaps)])
     axis.set_ylabel(f"{split} score")
     axis.set_title("(a) each modality alone vs in the joint model")
     axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=8, loc="lower left", ncol=2)
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
 
 
 def _shapley(axis, diagnosis, split, names) -> None:
