@@ -11,6 +11,7 @@ method: whether the optimizer step runs inside backward (DeepSpeed) and whether 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,10 +144,44 @@ def detect_engine(args: Any = None, model: Any = None) -> TrainingEngine:
     return TrainingEngine(name, world_size)
 
 
+@contextmanager
+def unsharded(model: torch.nn.Module):
+    """Inside: every FSDP2 module of `model` holds its full parameters (`FSDPModule.unshard`, an all-gather that every
+    rank must enter), so a submodule can run on its own (e.g. the fusion on cached features, outside the root's
+    forward). Resharded on exit. Without FSDP: nothing happens."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover
+        FSDPModule = ()
+    modules = [module for module in model.modules() if isinstance(module, FSDPModule)]
+    for module in modules:
+        module.unshard()
+    try:
+        yield model
+    finally:
+        for module in modules:
+            module.reshard()
+
+
+def load_full_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """`model.load_state_dict(state_dict)` for a full (unsharded) state dict, also into a model that FSDP2 has sharded
+    since (its parameters are DTensors: each rank keeps its shard of the full values; every rank must call this)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover
+        DTensor = None
+    if DTensor is None or not any(isinstance(p, DTensor) for p in model.parameters()):
+        model.load_state_dict(state_dict)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state_dict, options=StateDictOptions(full_state_dict=True))
+
+
 def barrier() -> None:
     if is_distributed():
         torch.distributed.barrier()
 
 
 __all__ = ["ENGINES", "TrainingEngine", "all_gather_rows", "barrier", "broadcast_from_main", "detect_engine",
-           "gather_from_ranks", "is_distributed", "is_main_process", "shard_bounds", "sum_over_ranks"]
+           "gather_from_ranks", "is_distributed", "is_main_process", "load_full_state_dict", "shard_bounds", "sum_over_ranks", "unsharded"]

@@ -33,7 +33,7 @@ from transformers import TrainingArguments
 
 from ...progress import progress, progress_disabled, quiet_library_progress
 from ...trainer import MultimodalTrainer
-from ...trainer.distributed import barrier, broadcast_from_main, is_main_process
+from ...trainer.distributed import barrier, broadcast_from_main, is_main_process, load_full_state_dict, unsharded
 from .config import ActiveLearningConfig
 from .pool import LABEL_COLUMN, PoolIdentity, checked_labels, validate_pool
 from .selection import random_indices
@@ -113,7 +113,7 @@ def run_active_learning(
                                      num_labels, config.allow_config_change)
         if changed:
             _save(state, output_dir)
-    initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}  # before any sharding
     run = _Run(pool, identity, state, oracle, output_dir, task, num_labels)
     if not state.rounds:
         if config.max_rounds == 0:
@@ -132,7 +132,7 @@ def run_active_learning(
                         _load_round_weights(model, output_dir, record.round - 1)
                     return ActiveLearningResult(state=state, model=model)
                 if config.retrain == "reset":
-                    model.load_state_dict(initial_weights)
+                    load_full_state_dict(model, initial_weights)
                 elif in_memory != record.round - 1 and record.round > 1:  # resumed: continue from the saved round
                     _load_round_weights(model, output_dir, record.round - 1)
                 rounds_bar.begin(record.round, "training")
@@ -159,8 +159,9 @@ def run_active_learning(
                 outputs = pool_outputs(model, candidates, config.scoring_batch_size, data_collator, show_progress=show,
                                        desc=f"round {record.round}: scoring the pool")
                 rounds_bar.begin(record.round, f"selecting {budget} ({config.strategy})")
-                positions, mean_phi = select(config.strategy, model, outputs, budget, generator, show_progress=show,
-                                             desc=f"round {record.round}: Shapley values") if is_main_process() else (None, None)
+                with unsharded(model):  # FSDP: the Shapley pass runs the fusion alone, with its full parameters
+                    positions, mean_phi = select(config.strategy, model, outputs, budget, generator, show_progress=show,
+                                                 desc=f"round {record.round}: Shapley values") if is_main_process() else (None, None)
             positions, mean_phi = broadcast_from_main((positions, mean_phi))
             rounds_bar.begin(record.round + 1, "asking the oracle")
             run.acquire(record.round + 1, [unlabeled[p] for p in positions], mean_phi, config.strategy)
@@ -257,7 +258,7 @@ def _load_round_weights(model, output_dir: str, round_index: int) -> None:
     path = os.path.join(output_dir, f"round-{round_index}", "model.safetensors")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"round {round_index} is marked trained but its model {path} is missing")
-    model.load_state_dict(load_file(path))
+    load_full_state_dict(model, load_file(path))
 
 
 def _random_first_round(identity: PoolIdentity, config: ActiveLearningConfig) -> list[int]:

@@ -14,7 +14,7 @@ import torch
 
 from ...progress import batches_of, progress, quiet_library_progress
 from ...trainer.batches import ordered_batches
-from ...trainer.distributed import gather_from_ranks, is_distributed
+from ...trainer.distributed import gather_from_ranks, is_distributed, shard_bounds
 from .embeddings import gradient_embedding_factors
 from .selection import entropy_scores, kmeans_plus_plus, random_indices, top_k_indices
 from .shapley import fused_value_fn, modality_contributions, modality_weights, shapley_values, subset_values
@@ -25,12 +25,13 @@ def pool_outputs(model, dataset, batch_size: int, collate_fn=None, *, show_progr
     batched by `collate_fn` (the trainer's collator, for raw or variable-length columns) or sliced from Arrow.
     `show_progress`: a bar over the batches on stderr (this rank's shard), titled `desc`."""
     shard = _rank_shard(len(dataset))
+    total = len(dataset)
     was_training = model.training
     model.eval()
     names = model.config.modality_names
     input_keys = set(model.input_names)
     with quiet_library_progress():
-        rows = dataset.select(range(shard.start, shard.stop))
+        rows = dataset.select(shard)
     probabilities, features = [], {name: [] for name in names}
     try:
         with torch.no_grad():
@@ -47,7 +48,7 @@ def pool_outputs(model, dataset, batch_size: int, collate_fn=None, *, show_progr
         "probabilities": torch.cat(probabilities) if probabilities else torch.empty(0, model.config.num_labels),
         "features": {name: torch.cat(parts) if parts else torch.empty(0) for name, parts in features.items()},
     }
-    return _gather_shards(local)
+    return _gather_shards(local, total)
 
 
 def modality_shapley_contributions(model, features: dict[str, torch.Tensor], *, show_progress: bool = False,
@@ -88,23 +89,25 @@ def select(strategy: str, model, outputs: dict[str, Any], budget: int, generator
     return [int(i) for i in kmeans_plus_plus(a, u, budget, generator)], mean_phi
 
 
-def _rank_shard(size: int) -> range:
-    """This rank's contiguous share of `size` rows (all of them in a single process)."""
+def _rank_shard(size: int) -> list[int]:
+    """This rank's contiguous share of `size` rows (all of them in a single process), padded with repeats of a row
+    to ceil(size / W): every rank runs the same number of forward passes (FSDP pairs the collectives inside them)."""
     if not is_distributed():
-        return range(size)
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    per_rank = -(-size // world)
-    return range(min(rank * per_rank, size), min((rank + 1) * per_rank, size))
+        return list(range(size))
+    start, stop, per_rank = shard_bounds(size)
+    rows = list(range(start, stop))
+    return rows + [rows[-1] if rows else size - 1] * (per_rank - len(rows))
 
 
-def _gather_shards(local: dict[str, Any]) -> dict[str, Any]:
-    """Every rank's scored shard, concatenated in rank order (= pool order: the shards are contiguous)."""
+def _gather_shards(local: dict[str, Any], size: int) -> dict[str, Any]:
+    """Every rank's scored shard, concatenated in rank order (= pool order: the shards are contiguous), without the
+    padding (which all lies past row `size`: only the last non-empty shard is short)."""
     if not is_distributed():
         return local
-    shards = [s for s in gather_from_ranks(local) if s["probabilities"].shape[0]]
+    shards = gather_from_ranks(local)
     return {
-        "probabilities": torch.cat([s["probabilities"] for s in shards]),
-        "features": {name: torch.cat([s["features"][name] for s in shards]) for name in shards[0]["features"]},
+        "probabilities": torch.cat([s["probabilities"] for s in shards])[:size],
+        "features": {name: torch.cat([s["features"][name] for s in shards])[:size] for name in shards[0]["features"]},
     }
 
 

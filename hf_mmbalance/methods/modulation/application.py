@@ -7,7 +7,8 @@ Two ways, one result on one process without accumulation:
   gradients before the update: one process, DDP, FSDP2 (a DTensor shard is scaled element-wise). Refused under
   DeepSpeed, whose `accelerator.backward` already ran `engine.step()` (the callback would fire after the update and
   modulate nothing), and under FSDP1 (flat parameters mix modules, names are flattened).
-* `backward_hook`: a tensor hook on modality m's encoder OUTPUT z_m multiplies the gradient flowing into the encoder
+* `backward_hook`: a tensor hook on modality m's encoder OUTPUT z_m (captured by a forward hook on the encoder, see
+  `capture_encoder_outputs`) multiplies the gradient flowing into the encoder
   by k_m. Every encoder parameter's gradient is a linear function of dL/dz_m (the chain rule through the encoder),
   and dL/dz_m already sums every path out of z_m (the fusion, the unimodal head, ULGM / SUGRM projections, extra
   loss terms), so each encoder parameter gets exactly k_m g. k_m comes from the MICRO-batch's scores summed over the
@@ -69,6 +70,21 @@ def resolve_apply(apply: str, engine: str, *, noise: bool, parameter_filter: str
     return mode
 
 
+def capture_encoder_outputs(encoders: Mapping[str, torch.nn.Module], store: dict[str, torch.Tensor]) -> list:
+    """Forward hooks that put each encoder's output z_m into `store[name]` as the forward pass makes it.
+
+    Why not `outputs.features`: an engine may hand back copies of the model's outputs that the loss does not depend
+    on (DDP passes them through its `_DDPSink`; their gradient is never computed), so a hook on them would scale
+    nothing. The encoder's own output is the tensor the whole graph above it uses. Returns the hook handles."""
+    def capture(name):
+        def hook(module, args, output):
+            store[name] = output
+
+        return hook
+
+    return [encoders[name].register_forward_hook(capture(name)) for name in encoders]
+
+
 def scale_feature_gradients(features: Mapping[str, torch.Tensor], coefficients: Mapping[str, torch.Tensor]) -> list:
     """Register on each feature z_m a hook that multiplies its gradient by k_m (a 0-d tensor, kept on the device).
     Features that do not require grad (a frozen encoder) are skipped. Returns the hook handles."""
@@ -81,10 +97,10 @@ def scale_feature_gradients(features: Mapping[str, torch.Tensor], coefficients: 
 
 
 def _scaler(factor: torch.Tensor):
-    def hook(gradient: torch.Tensor) -> torch.Tensor:
-        return gradient * factor.to(gradient.dtype)
+    def hook(gradient: torch.Tensor | None) -> torch.Tensor | None:
+        return None if gradient is None else gradient * factor.to(gradient.dtype)
 
     return hook
 
 
-__all__ = ["APPLY_MODES", "resolve_apply", "scale_feature_gradients"]
+__all__ = ["APPLY_MODES", "capture_encoder_outputs", "resolve_apply", "scale_feature_gradients"]

@@ -48,7 +48,7 @@ from ...trainer.checkpoint_state import (
     write_json_atomic,
 )
 from ...trainer.distributed import sum_over_ranks
-from .application import resolve_apply, scale_feature_gradients
+from .application import capture_encoder_outputs, resolve_apply, scale_feature_gradients
 from .config import ModulationConfig
 from .diagnostics import LOG_PREFIX, plot_disparity_ratios
 from .disparity import disparity_ratios, modality_scores, modulation_coefficients
@@ -94,6 +94,8 @@ class GradientModulationCallback(BalancingCallback):
         self._step_scores: torch.Tensor | None = None
         self._step_k: torch.Tensor | None = None  # backward_hook: the sum of the step's micro-batch k (for the noise)
         self._step_batches = 0
+        self._encoder_outputs: dict[str, torch.Tensor] = {}  # backward_hook: z_m of the latest forward, by modality
+        self._capture_handles: list = []
         self._log_sums: torch.Tensor | None = None  # (2, M) float64 on the device: sums of rho / k since the last log
         self._log_count = 0
         self._parameters: dict[str, list[torch.nn.Parameter]] | None = None
@@ -125,6 +127,9 @@ class GradientModulationCallback(BalancingCallback):
         self.applied = resolve_apply(c.apply, engine.name, noise=c.noise, parameter_filter=c.parameter_filter,
                                      monitor_only=c.monitor_only)
         self._seed = int(args.seed if self.config.seed is None else self.config.seed)
+        self._remove_capture()
+        if self.applied == "backward_hook" and model is not None and getattr(model, "encoders", None) is not None:
+            self._capture_handles = capture_encoder_outputs(model.encoders, self._encoder_outputs)
         if self._restored is not None:
             path, saved_seed = self._restored
             if saved_seed is not None and saved_seed != self._seed:
@@ -176,12 +181,24 @@ class GradientModulationCallback(BalancingCallback):
             # k from this micro-batch, summed over ranks before backward (one all-reduce of M numbers).
             coefficients = self._coefficients(sum_over_ranks(scores))
             if self._active(state):
-                scale_feature_gradients(outputs.features, dict(zip(self.modality_names, coefficients.unbind())))
+                # The encoders' own outputs (captured in forward), else the returned features (a hand-driven loop).
+                features = {name: self._encoder_outputs.get(name, outputs.features[name]) for name in self.modality_names}
+                scale_feature_gradients(features, dict(zip(self.modality_names, coefficients.unbind())))
+            self._encoder_outputs.clear()
             self._step_k = coefficients if self._step_k is None else self._step_k + coefficients
             self._step_batches += 1
             return None
         self._step_scores = scores if self._step_scores is None else self._step_scores + scores
         return None
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._remove_capture()
+
+    def _remove_capture(self) -> None:
+        for handle in self._capture_handles:
+            handle.remove()
+        self._capture_handles = []
+        self._encoder_outputs.clear()
 
     def _mode(self) -> str:
         if self.applied is None:  # on_train_begin not called (a hand-driven loop): resolve for what is found now
