@@ -127,7 +127,7 @@ def test_without_noise_the_gradient_is_only_scaled():
 def make_model(seed=0, modalities=MODALITIES, **config):
     torch.manual_seed(seed)
     settings = {name: {"input_size": size, "hidden_sizes": [8], "feature_size": 6} for name, size in modalities.items()}
-    return MMBalanceForClassification(MMBalanceConfig(modalities=settings, num_labels=3, unimodal_heads=False, **config))
+    return MMBalanceForClassification(MMBalanceConfig(modalities=settings, num_labels=3, **{"unimodal_heads": False, **config}))
 
 
 def make_args(tmp_path, **overrides):
@@ -378,3 +378,78 @@ def test_unknown_method_options_are_named(tmp_path, capsys):
     assert code == 2 and "alpah" in capsys.readouterr().err
     code = main(["train", "--config", str(RECIPES / "ogm_ge.yaml"), "--modulaton.alpha", "0.3", "--output_dir", str(tmp_path)])
     assert code == 2 and "modulaton" in capsys.readouterr().err
+
+
+# ----- where k is applied: `apply` (pre_optimizer_step | backward_hook | auto) -----
+
+class SyncedSpy(GradientModulationCallback):
+    """The modulation callback, recording (k, every gradient after modulation) at each optimizer step."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.steps = []
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        super().on_pre_optimizer_step(args, state, control, **kwargs)
+        grads = {n: p.grad.detach().clone() for n, p in kwargs["model"].named_parameters() if p.grad is not None}
+        self.steps.append((self.last_coefficients, grads))
+
+
+@pytest.mark.parametrize("mode, noise, modalities", [
+    ("ada2i", False, MODALITIES), ("ada2i", True, MODALITIES), ("ogm_ge", True, {"a": 6, "b": 4}),
+])
+def test_the_backward_hook_gives_the_pre_optimizer_step_k_and_gradients_on_one_process(tmp_path, mode, noise, modalities):
+    """No accumulation, no clipping: the same k every step and the same gradients (to 1e-6), with unimodal heads, whose
+    loss terms also flow into the encoders (the hook on z_m scales that part too) and whose own weights are not scaled;
+    ogm_ge takes the noise std from the gradient before scaling, ada2i after."""
+    data = DATA["train"] if modalities is MODALITIES else DATA["train"].remove_columns(["c"])
+    runs = {}
+    for apply in ("pre_optimizer_step", "backward_hook"):
+        callback = SyncedSpy(mode=mode, alpha=0.5, noise=noise, apply=apply)
+        trainer = MultimodalTrainer(model=make_model(modalities=modalities, unimodal_heads=True),
+                                    args=make_args(tmp_path / apply, num_train_epochs=1), train_dataset=data,
+                                    callbacks=[callback])
+        trainer.train()
+        assert callback.applied == apply
+        runs[apply] = (callback, trainer)
+    pre, hook = runs["pre_optimizer_step"][0].steps, runs["backward_hook"][0].steps
+    assert len(pre) == len(hook) == 7 and any(k < 1 for k_step, _ in pre for k in k_step.values())
+    assert {n for n in pre[0][1] if n.startswith("unimodal_heads.")}  # the heads are trained, and match too
+    for (k_pre, grads_pre), (k_hook, grads_hook) in zip(pre, hook):
+        assert k_hook == pytest.approx(k_pre, abs=1e-6)
+        for name, gradient in grads_pre.items():
+            torch.testing.assert_close(grads_hook[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
+    final = dict(runs["backward_hook"][1].model.named_parameters())
+    for name, value in runs["pre_optimizer_step"][1].model.named_parameters():
+        torch.testing.assert_close(final[name], value, atol=1e-6, rtol=1e-5)
+
+
+def test_auto_keeps_the_pre_optimizer_step_where_it_is_exact_and_refusals_say_why():
+    from hf_mmbalance.methods.modulation import resolve_apply
+
+    for engine in ("single", "ddp", "fsdp"):
+        assert resolve_apply("auto", engine, noise=True, parameter_filter="weight") == "pre_optimizer_step"
+    for engine in ("deepspeed", "fsdp1"):
+        assert resolve_apply("auto", engine, noise=False, parameter_filter=None) == "backward_hook"
+        with pytest.raises(ValueError, match="noise=False"):
+            resolve_apply("auto", engine, noise=True, parameter_filter=None)
+        with pytest.raises(ValueError, match="parameter_filter"):
+            resolve_apply("auto", engine, noise=False, parameter_filter="weight")
+        assert resolve_apply("pre_optimizer_step", engine, noise=True, parameter_filter=None, monitor_only=True)
+    with pytest.raises(ValueError, match="fires AFTER the update"):
+        resolve_apply("pre_optimizer_step", "deepspeed", noise=False, parameter_filter=None)
+    with pytest.raises(ValueError, match="flat parameters"):
+        resolve_apply("pre_optimizer_step", "fsdp1", noise=False, parameter_filter=None)
+    with pytest.raises(ValueError, match="apply='pre_optimizer_step'"):
+        ModulationConfig(apply="backward_hook", parameter_filter="weight")
+    with pytest.raises(ValueError, match="apply='sometimes' is unknown"):
+        ModulationConfig(apply="sometimes")
+
+
+def test_the_hook_with_accumulation_uses_each_micro_batchs_coefficients(tmp_path):
+    """Documented difference: per micro-batch k (one all-reduce before each backward), logged per micro-batch."""
+    callback = SyncedSpy(alpha=0.5, noise=False, apply="backward_hook")
+    MultimodalTrainer(model=make_model(), args=make_args(tmp_path, num_train_epochs=1, per_device_train_batch_size=6,
+                                                         gradient_accumulation_steps=2, logging_steps=100),
+                      train_dataset=DATA["train"], callbacks=[callback]).train()
+    assert len(callback.steps) == 7 and callback._log_count == 14  # 84 rows: 14 micro-batches in 7 steps
