@@ -314,3 +314,35 @@ def test_train_refuses_a_missing_balance_report_before_training(capsys, tmp_path
                        tmp_path / "nope.json")
     assert code == 2 and re.fullmatch(r"hf-mmbalance: balance report .*nope\.json: no such file .*\n", err), err
     assert not (tmp_path / "README.md").exists()
+
+
+def test_regression_reports_mae_pearson_probes_and_efficient_shapley_values(tmp_path):
+    argv = ["--dataset_name", "synthetic_regression", "--num_samples", "300", "--output_dir", tmp_path,
+            "--num_train_epochs", "2", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true", "--seed", "0"]
+    diagnosis = diagnose(argv)
+    names = diagnosis["modality_names"]
+    assert diagnosis["task"] == "regression" and diagnosis["metric"] == {
+        "name": "mae", "higher_is_better": False, "probe": "pearson", "keys": ["mae", "pearson"]}
+    assert all(diagnosis["modalities"][m]["rho"] is None for m in names)  # modulation scores are class probabilities
+    assert "lower mae is better" in diagnosis["verdict"]["text"][2]
+    # Shapley efficiency (Eq. 9): sum_m phi_m = V(all) - V(none), V = the fused prediction, from the stored weights
+    from hf_mmbalance import MMBalanceForRegression
+
+    model = MMBalanceForRegression.from_pretrained(tmp_path / "diagnose_parts" / "joint-vanilla-seed0").eval()
+    test = standardize(_regression_data(), names)["test"].with_format("numpy")[:]
+    with torch.no_grad():
+        features = model.encode({m: torch.tensor(test[m]) for m in names})
+        full = model.fusion(features).logits.squeeze(-1)
+        empty = model.fusion({m: torch.zeros_like(z) for m, z in features.items()}).logits.squeeze(-1)
+    total = sum(diagnosis["modalities"][m]["shapley"]["test"]["mean_phi"]["mean"] for m in names)
+    assert total == pytest.approx(float((full - empty).double().mean()), abs=1e-5)
+    assert diagnosis["fused"]["test"]["mae"]["mean"] == pytest.approx(
+        float(np.abs(model(**{m: torch.tensor(test[m]) for m in names}).logits.squeeze(-1).detach().numpy()
+                     - test["labels"]).mean()), abs=1e-5)
+
+
+def _regression_data():
+    from hf_mmbalance import make_synthetic_regression
+    from hf_mmbalance.cli.train import with_sample_ids
+
+    return with_sample_ids(make_synthetic_regression(num_samples=300, seed=0, disagreement=0.5))

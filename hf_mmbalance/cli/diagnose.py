@@ -6,6 +6,7 @@ The recipe is read exactly as `hf-mmbalance train` reads it (same fields, sectio
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 
 from transformers import TrainingArguments
@@ -26,8 +27,10 @@ def parse_diagnose_args(argv: list[str]):
 
 
 def run_diagnose(data_args, model_args, training_args, config: DiagnoseConfig, method_sections: dict | None = None, *,
-                 sources: dict[str, str] | None = None) -> dict:
-    diagnosis = diagnose_balance(data_args, model_args, training_args, config, method_sections, sources=sources)
+                 sources: dict[str, str] | None = None, argv: list[str] | None = None) -> dict:
+    command = None if argv is None else " ".join(["hf-mmbalance diagnose", *(shlex.quote(a) for a in argv)])
+    diagnosis = diagnose_balance(data_args, model_args, training_args, config, method_sections, sources=sources,
+                                 command=command)
     print("\n" + "\n".join(f"- {sentence}" for sentence in diagnosis["verdict"]["text"]))
     files = ", ".join(f"{training_args.output_dir}/{name}" for name in diagnosis["files"].values())
     print(f"\nwrote: {files}; the trainings in {training_args.output_dir}/diagnose_parts (a rerun skips them). "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -38,14 +39,15 @@ UNTRACKED_DATA_FIELDS = ("method_state_on_resume", "balance_report")
 
 def diagnose_balance(data_args, model_args, training_args, config: DiagnoseConfig | None = None,
                      method_sections: Mapping[str, dict] | None = None, *, sources: Mapping[str, str] | None = None,
-                     log=print) -> dict[str, Any]:
+                     log=print, command: str | None = None) -> dict[str, Any]:
     """Diagnose the modality balance of the recipe (`cli.train.DataArguments`, `ModelArguments`,
     `TrainingArguments`) and return the diagnosis (the content of `diagnosis.json`).
 
     `config`: `DiagnoseConfig` (budget, seeds, epochs, methods, BSS criterion); `method_sections`: the recipe's
     method sections (`{"bss": {...}}`), the options of the methods `budget="full"` compares. Results go to
     `training_args.output_dir`; a rerun there skips every finished part and refuses parts stored with another
-    configuration. `log`: where the per-part progress lines go (None: nowhere).
+    configuration. `log`: where the per-part progress lines go (None: nowhere); `command`: the command line, recorded
+    in the outputs.
     """
     config = config or DiagnoseConfig()
     log = log or (lambda *_: None)
@@ -102,9 +104,13 @@ def diagnose_balance(data_args, model_args, training_args, config: DiagnoseConfi
             metric_key = "accuracy" if data.task == "classification" else "mae"
             line = (f"[{index}/{len(parts)}] {part.name}: {status}; best epoch {record['best_epoch']:g}, validation "
                     f"{metric_key} {record['metrics']['validation'].get(metric_key):.4f}")
-            (bar.write if not bar.disable and log is print else log)(line)  # above the bar, not through it
+            if bar.disable or log is not print:
+                log(line)
+            else:
+                bar.write(line, file=sys.stderr)  # above the bar (on stderr), not through it
             bar.update(1)
     diagnosis = aggregate(records, names, data, config, seeds, methods, epochs, criterion)
+    diagnosis["command"] = command
     diagnosis["verdict"] = build_verdict(diagnosis)
     diagnosis["files"] = write_outputs(diagnosis, output_dir)
     return diagnosis

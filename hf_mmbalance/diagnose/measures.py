@@ -15,7 +15,7 @@ unbalanced fraction. Pure functions of a model / a log history; the trainings li
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,11 +97,13 @@ def shapley_summary(model, features: Mapping[str, torch.Tensor], task: str) -> d
     return summary
 
 
-def rho_curves(log_history: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, list[list[float]]]:
-    """{modality: [[epoch, rho_m], ...]} from the `modulation/rho_<m>` entries of a training's log history."""
+def rho_curves(log_history: Sequence[Mapping[str, Any]], names: Sequence[str],
+               epoch_of: Callable[[Mapping[str, Any]], float | None]) -> dict[str, list[list[float]]]:
+    """{modality: [[epoch, rho_m], ...]} from the `modulation/rho_<m>` entries of a training's log history;
+    `epoch_of`: entry -> its epoch (`plotting.epoch_of_entry`)."""
     return {
-        name: [[float(entry["epoch"]), float(entry[f"{LOG_PREFIX}rho_{name}"])] for entry in log_history
-               if f"{LOG_PREFIX}rho_{name}" in entry and "epoch" in entry]
+        name: [[float(epoch_of(entry)), float(entry[f"{LOG_PREFIX}rho_{name}"])] for entry in log_history
+               if f"{LOG_PREFIX}rho_{name}" in entry and epoch_of(entry) is not None]
         for name in names
     }
 

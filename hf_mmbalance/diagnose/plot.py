@@ -31,7 +31,8 @@ def diagnosis_figure(diagnosis: Mapping[str, Any]):
     if verdict.get("dominant"):
         summary.append(f"dominant: {verdict['dominant']} (Φ {verdict['shapley_means'][verdict['dominant']]:.2f})")
     if "fused_margin" in verdict:
-        summary.append(f"fused − best single ({verdict['best_single']}): {verdict['fused_margin']:+.3f}")
+        summary.append(f"fused model's advantage over the best single ({verdict['best_single']}): "
+                       f"{verdict['fused_margin']:+.3f}")
     figure.text(0.5, 0.005, "   ·   ".join(summary), ha="center", va="bottom", fontsize=11)
     figure.tight_layout(rect=(0, 0.03, 1, 0.96))
     return figure
@@ -39,7 +40,10 @@ def diagnosis_figure(diagnosis: Mapping[str, Any]):
 
 def _bars(axis, diagnosis, split, names) -> None:
     report = diagnosis["modalities"]
-    metric, probe = diagnosis["metric"]["name"], diagnosis["metric"]["probe"]
+    # One scale and direction for every bar: regression shows Pearson's r (the probe's score), not the MAE
+    higher = diagnosis["metric"]["higher_is_better"]
+    metric = diagnosis["metric"]["name"] if higher else "pearson"
+    probe = diagnosis["metric"]["probe"]
     series = [("alone: own model (" + metric + ")", lambda e: e["alone"][split][metric]),
               ("alone: probe (" + probe + ")", lambda e: e["alone_probe"][split]),
               ("joint: probe (" + probe + ")", lambda e: e["joint_probe"][split])]
@@ -56,34 +60,39 @@ def _bars(axis, diagnosis, split, names) -> None:
         lowest = min(lowest, float(np.min(means - stds)))
     fused = diagnosis["fused"][split][metric]["mean"]
     axis.axhline(fused, color="black", linestyle="--", linewidth=1.2, label=f"fused (joint) {fused:.3f}")
-    higher = diagnosis["metric"]["higher_is_better"]
-    if higher:
-        bottom = max(0.0, min(lowest, fused) - 0.05)
-        axis.set_ylim(bottom, 1.0 + 0.02 * (1.0 - bottom))
+    bottom = max(0.0, min(lowest, fused) - 0.05) if min(lowest, fused) >= 0 else max(-1.0, min(lowest, fused) - 0.05)
+    axis.set_ylim(bottom, 1.0 + 0.02 * (1.0 - bottom))
     gaps = [report[m]["gap"][split]["mean"] for m in names]
-    axis.set_xticks(x, [f"{m}\ngap {gap:+.3f}" for m, gap in zip(names, gaps)])
+    axis.set_xticks(x, [f"{m}\n{gap:+.3f}" for m, gap in zip(names, gaps)])
     axis.set_ylabel(f"{split} score")
-    axis.set_title("(a) each modality alone vs in the joint model")
+    axis.set_title("(a) each modality alone vs in the joint model (under each name: its probe gap)", fontsize=11)
     axis.grid(axis="y", alpha=0.3)
     axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
 
 
 def _shapley(axis, diagnosis, split, names) -> None:
+    """Box per modality from the stored quantiles (whiskers 5-95%, box 25-75%, median line, mean marker)."""
     report = diagnosis["modalities"]
-    for i, m in enumerate(names):
+    boxes = []
+    for m in names:
         shapley = report[m]["shapley"][split]
-        edges = np.array(shapley["histogram"]["edges"])
-        counts = np.array(shapley["histogram"]["counts"], dtype=float)
-        density = counts / max(counts.sum(), 1.0)
-        axis.stairs(density, edges, label=f"{m} (mean {shapley['mean']['mean']:.2f})", color=f"C{i}", linewidth=1.6)
-        axis.axvline(shapley["mean"]["mean"], color=f"C{i}", linestyle=":", linewidth=1.2)
-    axis.axvline(1 / len(names), color="grey", linestyle="--", linewidth=1, label=f"uniform 1/M = {1 / len(names):.2f}")
-    axis.set_xlim(0, 1)
-    axis.set_xlabel("Shapley share Φ_m of the fused prediction (per sample)")
-    axis.set_ylabel("fraction of samples")
-    axis.set_title("(b) distribution of Φ_m (exact Shapley, BMMAL Eq. 9-11)")
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
+        q = shapley["quantiles"]
+        boxes.append({"label": m, "whislo": q["q05"], "q1": q["q25"], "med": q["q50"], "q3": q["q75"],
+                      "whishi": q["q95"], "mean": shapley["mean"]["mean"], "fliers": []})
+    drawn = axis.bxp(boxes, showmeans=True, patch_artist=True, medianprops={"color": "black"}, meanprops={"marker": "D", "markerfacecolor": "black",
+                                                                          "markeredgecolor": "black", "markersize": 5})
+    for i, patch in enumerate(drawn["boxes"]):
+        patch.set_facecolor(f"C{i}")
+        patch.set_alpha(0.6)
+    for i, m in enumerate(names, start=1):
+        mean = report[m]["shapley"][split]["mean"]["mean"]
+        axis.annotate(f"{mean:.2f}", (i, mean), textcoords="offset points", xytext=(9, -3), fontsize=8)
+    axis.axhline(1 / len(names), color="grey", linestyle="--", linewidth=1, label=f"uniform 1/M = {1 / len(names):.2f}")
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_ylabel("Shapley share Φ_m of the fused prediction")
+    axis.set_title("(b) Φ_m per sample: box 25-75%, whiskers 5-95%, ◆ mean")
+    axis.legend(fontsize=8, loc="upper right")
+    axis.grid(axis="y", alpha=0.3)
 
 
 def _rho(axis, diagnosis, names) -> None:
@@ -117,20 +126,21 @@ def _ranking(axis, diagnosis, metric) -> None:
         return
     rows = {row["method"]: row for row in ranking["rows"]}
     order = ranking["by_validation"]
-    y = np.arange(len(order))[::-1]
+    y = np.arange(len(order))[::-1].astype(float)
     means = [rows[m]["validation"]["mean"] for m in order]
     stds = [rows[m]["validation"]["std"] for m in order]
-    axis.barh(y + 0.2, means, 0.4, xerr=stds, capsize=3, color="C0", label=f"validation fused {metric}")
+    axis.errorbar(means, y + 0.12, xerr=stds, fmt="o", color="C0", capsize=4, markersize=7)
     gap_axis = axis.twiny()
     gaps = [rows[m]["weak_gap"]["mean"] for m in order]
     gap_stds = [rows[m]["weak_gap"]["std"] for m in order]
-    gap_axis.barh(y - 0.2, gaps, 0.4, xerr=gap_stds, capsize=3, color="C3", label=f"{ranking['weak_modality']} gap")
-    gap_axis.set_xlabel(f"{ranking['weak_modality']}'s probe gap (alone − joint), red", color="C3")
-    low = min(m - s for m, s in zip(means, stds))
-    high = max(m + s for m, s in zip(means, stds))
-    axis.set_xlim(low - 0.3 * (high - low + 1e-3), high + 0.1 * (high - low + 1e-3))
+    gap_axis.errorbar(gaps, y - 0.12, xerr=gap_stds, fmt="s", color="C3", capsize=4, markersize=7)
+    gap_axis.set_xlabel(f"{ranking['weak_modality']}'s probe gap alone − joint (red squares; smaller is better)",
+                        color="C3")
+    gap_axis.tick_params(axis="x", colors="C3")
+    axis.tick_params(axis="x", colors="C0")
     axis.set_yticks(y, order)
-    axis.set_xlabel(f"validation fused {metric}, blue (mean ± std over {rows[order[0]]['validation']['n']} seeds)",
+    axis.set_ylim(-0.6, len(order) - 0.4)
+    axis.set_xlabel(f"validation fused {metric} (blue dots; mean ± std over {rows[order[0]]['validation']['n']} seeds)",
                     color="C0")
     axis.set_title("(d) methods on the same budget, best first", pad=28)
     axis.grid(axis="x", alpha=0.3)

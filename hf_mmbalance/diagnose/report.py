@@ -105,6 +105,8 @@ def diagnosis_markdown(diagnosis: Mapping[str, Any]) -> str:
         "",
         "## Verdict", "", *[f"- {sentence}" for sentence in diagnosis["verdict"]["text"]], "",
     ]
+    if diagnosis.get("command"):
+        parts[2:2] = [f"Command: `{diagnosis['command']}`", ""]
     for split in splits:
         parts += [f"## Per modality ({split} split)", "", modality_table(diagnosis, split), ""]
     parts += [

@@ -24,8 +24,10 @@ import torch
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from ..cli.train import TrainingStarted, build_callbacks, build_model
+from ..methods.bss import BSSCallback
+from ..methods.bss.diagnostics import curriculum_epoch_of_step
 from ..methods.modulation import GradientModulationCallback, ModulationConfig
-from ..plotting import SELECTION_METRICS
+from ..plotting import SELECTION_METRICS, epoch_of_entry
 from ..progress import quiet_library_progress
 from ..trainer import MultimodalTrainer
 from ..trainer.checkpoint_state import write_json_atomic
@@ -91,6 +93,7 @@ class BestOnValidation(TrainerCallback):
         self.metric, self.higher = metric, higher
         self.best_value: float | None = None
         self.best_epoch: float | None = None
+        self.best_step: int | None = None
         self._weights: dict[str, torch.Tensor] | None = None
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
@@ -99,7 +102,7 @@ class BestOnValidation(TrainerCallback):
             return
         better = self.best_value is None or (value > self.best_value if self.higher else value < self.best_value)
         if better:
-            self.best_value, self.best_epoch = float(value), float(state.epoch or 0)
+            self.best_value, self.best_epoch, self.best_step = float(value), float(state.epoch or 0), state.global_step
             self._weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
@@ -113,6 +116,19 @@ def training_fingerprint(training_args) -> dict:
     return {k: v for k, v in sorted(values.items()) if k not in UNTRACKED_TRAINING_FIELDS and not k.startswith("_")}
 
 
+def method_model_overrides(part: Part, context: DiagnosisContext) -> dict[str, Any]:
+    """Model settings a method needs that a vanilla recipe may lack: ULGM trains unimodal heads on its generated
+    labels (SUGRM §3.3), and its SUGRM variant compares F*_s with F*_m in one common space (§3.2: common_space_size,
+    here the recipe's feature_size when the recipe sets none). Every other part uses the recipe's model as is."""
+    if part.method != "ulgm":
+        return {}
+    overrides: dict[str, Any] = {"unimodal_heads": True}
+    variant = context.method_sections.get("ulgm", {}).get("variant", "sugrm")
+    if variant == "sugrm" and context.model_args.common_space_size is None:
+        overrides["common_space_size"] = context.model_args.feature_size
+    return overrides
+
+
 def part_fingerprint(part: Part, context: DiagnosisContext) -> dict:
     return json.loads(json.dumps({
         **context.fingerprint_base,
@@ -120,6 +136,7 @@ def part_fingerprint(part: Part, context: DiagnosisContext) -> dict:
         "part": dataclasses.asdict(part),
         "epochs": context.epochs,
         "method_options": context.method_sections.get(part.method, {}) if part.method != "vanilla" else {},
+        "model_overrides": method_model_overrides(part, context),
     }, sort_keys=True, default=str))
 
 
@@ -146,9 +163,9 @@ def stored_part(part: Part, context: DiagnosisContext) -> dict | None:
         saved, record = stored["fingerprint"], stored["record"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DiagnoseError(f"{path} is not a readable diagnosis part ({error}); delete it to retrain that part") from None
-    wanted = part_fingerprint(part, context)
-    if saved != wanted:
-        changed = _differences(saved, wanted)
+    # A field missing on one side counts as None: a field added to the arguments later, unset, changes nothing.
+    changed = _differences(saved, part_fingerprint(part, context))
+    if changed:
         raise DiagnoseError(
             f"{path} was computed with another configuration ({'; '.join(changed[:4])}"
             f"{' ...' if len(changed) > 4 else ''}); use another --output_dir, or delete {os.path.dirname(path)} "
@@ -203,7 +220,8 @@ def train_part(part: Part, context: DiagnosisContext) -> dict:
     metric, higher = selection_metric(task)
     best = BestOnValidation(metric, higher)
     set_seed(part.seed)
-    model = build_model(context.model_args, data)
+    overrides = method_model_overrides(part, context)
+    model = build_model(dataclasses.replace(context.model_args, **overrides), data)
     args = _part_arguments(part, context, folder)
     trainer = MultimodalTrainer(
         model=model, args=args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
@@ -216,11 +234,14 @@ def train_part(part: Part, context: DiagnosisContext) -> dict:
         trainer.train()
     seconds = time.perf_counter() - start
     model = trainer.model
+    # BSS lays its curriculum epochs out in one Trainer pass: its evaluations are placed by curriculum epoch
+    epoch_of_step = next((curriculum_epoch_of_step(cb) for cb in callbacks if isinstance(cb, BSSCallback)), None)
+    best_epoch = best.best_epoch if epoch_of_step is None or best.best_step is None else float(epoch_of_step(best.best_step))
     splits = [s for s in ("validation", "test") if s in dataset]
     record: dict[str, Any] = {
         "part": part.name, "kind": part.kind, "method": part.method, "views": list(part.views), "seed": part.seed,
-        "epochs": context.epochs, "best_epoch": best.best_epoch, "selection_metric": metric,
-        "train_seconds": round(seconds, 3), "metrics": {},
+        "epochs": context.epochs, "best_epoch": best_epoch, "selection_metric": metric,
+        "train_seconds": round(seconds, 3), "model_overrides": overrides, "metrics": {},
     }
     for split in splits:
         prefix = "eval" if split == "validation" else split
@@ -235,7 +256,7 @@ def train_part(part: Part, context: DiagnosisContext) -> dict:
                                    {s: (numpy_features[s], labels[s]) for s in splits}, task, context.config.probe_max_iter)
     if part.kind == "joint":
         record["shapley"] = {s: shapley_summary(model, features[s], task) for s in splits} if len(part.views) > 1 else {}
-        record["rho"] = rho_curves(trainer.state.log_history, list(part.views)) if task == "classification" else {}
+        record["rho"] = rho_curves(trainer.state.log_history, list(part.views), epoch_of_entry(epoch_of_step)) if task == "classification" else {}
         record["bss"] = _bss_summary(model, dataset["train"], context, collate, batch) if len(part.views) > 1 else None
     with quiet_library_progress(transformers=True):
         model.save_pretrained(folder)

@@ -131,7 +131,8 @@ def build_verdict(diagnosis: Mapping[str, Any]) -> dict[str, Any]:
     outcome = {True: "beats", False: "falls below", None: "is level with"}[beats]
     sentences.append(
         f"The fused model ({metric} {fused['mean']:.3f}) {outcome} the best single modality, {best} alone "
-        f"({alone_scores[best]['mean']:.3f}): fused − best single = {margin:+.3f}{_noise_text(margin_half)}."
+        f"({alone_scores[best]['mean']:.3f}): the fused model's advantage is {margin:+.3f}{_noise_text(margin_half)}"
+        + ("." if higher else f" (lower {metric} is better).")
     )
 
     bss = diagnosis.get("bss") or {}
