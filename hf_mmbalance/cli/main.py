@@ -77,7 +77,7 @@ def _run(command: str, rest: list[str]) -> None:
         from .diagnose import parse_diagnose_args, run_diagnose
 
         data_args, model_args, training_args, config, sections = parse_diagnose_args(rest)
-        run_diagnose(data_args, model_args, training_args, config, sections, sources=field_sources(rest))
+        run_diagnose(data_args, model_args, training_args, config, sections, sources=field_sources(rest), argv=rest)
     else:
         from .active import parse_active_args, run_active
 
