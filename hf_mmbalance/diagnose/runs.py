@@ -136,7 +136,7 @@ def part_fingerprint(part: Part, context: DiagnosisContext) -> dict:
         "part": dataclasses.asdict(part),
         "epochs": context.epochs,
         "method_options": context.method_sections.get(part.method, {}) if part.method != "vanilla" else {},
-        "model_overrides": method_model_overrides(part, context),
+        "model_overrides": method_model_overrides(part, context) or None,  # None: the recipe's model as is
     }, sort_keys=True, default=str))
 
 
