@@ -148,16 +148,25 @@ def detect_engine(args: Any = None, model: Any = None) -> TrainingEngine:
 def unsharded(model: torch.nn.Module):
     """Inside: every FSDP2 module of `model` holds its full parameters (`FSDPModule.unshard`, an all-gather that every
     rank must enter), so a submodule can run on its own (e.g. the fusion on cached features, outside the root's
-    forward). Resharded on exit. Without FSDP: nothing happens."""
+    forward). Resharded on exit. DeepSpeed ZeRO-3 parameters (`ds_id`) are gathered with
+    `deepspeed.zero.GatheredParameters` (untested here: DeepSpeed does not run on CPU; benchmarks/deepspeed_zero_gpu.py).
+    Otherwise nothing happens."""
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # pragma: no cover
         FSDPModule = ()
     modules = [module for module in model.modules() if isinstance(module, FSDPModule)]
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]
     for module in modules:
         module.unshard()
     try:
-        yield model
+        if partitioned:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(partitioned):
+                yield model
+        else:
+            yield model
     finally:
         for module in modules:
             module.reshard()
