@@ -90,6 +90,8 @@ METHODS: tuple[Method, ...] = (
     *(Method(f"ada2i_a{a}", "ada2i", _alpha("ada2i", a), about=f"Ada2I modulation on concat, alpha {a}")
       for a in (0.1, 0.5, 1.0)),
     Method("ada2i_full", "ada2i_full", about="Ada2I: AFW + AMW fusion and modulation, alpha 0.5"),
+    Method("ada2i_full_lfeature0.01", "ada2i_full", ("--feature_loss_weight", "0.01"),
+           about="as ada2i_full with L_feature weighted 0.01 (Eq. 14 weighs it 1; see the diagnosis)"),
     Method("bss_heuristic", "bss_heuristic", about="BSS heuristic: scored once, root pacing, t_grow 8"),
     Method("bss_learned", "bss_learned", about="BSS learned: rescored every epoch, summed scores"),
     Method("bss_ogm_ge", "bss_ogm_ge", about="BSS heuristic + OGM-GE alpha 0.5, composed"),

@@ -126,3 +126,29 @@ def test_av_digits_needs_both_folders():
     data = DataArguments(dataset_name="av_digits", fsdd_dir=str(SHARED / "fsdd"))
     with pytest.raises(ValueError, match="set mnist_dir"):
         prepare_dataset(data, ModelArguments())
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], None),
+        (["--feature_loss_weight", "0.01"], {"fused": 1.0, "feature": 0.01}),
+        (["--feature_loss_weight", "0.01", "--modal_loss_weight", "0.5", "--unimodal_heads", "true"],
+         {"fused": 1 / 3, "audio": 1 / 3, "image": 1 / 3, "feature": 0.01, "modal": 0.5}),  # Eq. 1's mean kept
+        (["--fused_loss_weight", "2", "--unimodal_heads", "true"], {"fused": 2.0, "audio": 1.0, "image": 1.0}),
+    ],
+)
+def test_loss_weight_fields_reach_the_model_config(flags, expected, monkeypatch):
+    from hf_mmbalance.cli.train import build_model, recipe_loss_weights
+
+    monkeypatch.chdir(ROOT)
+    data_args, model_args, _, _ = parse_train_args(["--config", str(RECIPES / "ada2i_full.yaml"), *flags])
+    weights = recipe_loss_weights(model_args, ["audio", "image"])
+    if expected is None:
+        assert weights is None
+        return
+    assert weights.keys() == expected.keys()
+    assert all(weights[key] == pytest.approx(value) for key, value in expected.items())
+    data_args.max_train_samples, data_args.max_eval_samples = 20, 10
+    model = build_model(model_args, prepare_dataset(data_args, model_args))
+    assert model.config.loss_weights == weights

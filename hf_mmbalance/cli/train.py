@@ -117,6 +117,12 @@ class ModelArguments:
         default=None, metadata={"help": "weight of the fused loss (default: mean of all terms, BMMAL Eq. 1)"}
     )
     unimodal_loss_weight: float | None = field(default=None, metadata={"help": "weight of each unimodal loss"})
+    modal_loss_weight: float | None = field(
+        default=None, metadata={"help": "amw/afw: weight of Ada2I's L_modal (Eq. 13; default 1, Eq. 14)"}
+    )
+    feature_loss_weight: float | None = field(
+        default=None, metadata={"help": "afw: weight of Ada2I's L_feature (Eq. 12; default 1, Eq. 14)"}
+    )
     afw_rank: int = field(default=4, metadata={"help": "afw: tensor-ring rank r of the query/key cores (Ada2I Eq. 5)"})
     afw_beta: float = field(default=0.5, metadata={"help": "afw: weight beta of the original feature (Ada2I Eq. 7)"})
     amw_scale: float = field(default=1.0, metadata={"help": "amw/afw: scale of the modality-wise cosines (Ada2I Eq. 8)"})
@@ -290,11 +296,7 @@ class PreparedData:
 
 def build_model(model_args: ModelArguments, data: PreparedData):
     """The model of the recipe; every `auto` modality with a `backbone` starts from that backbone's weights."""
-    loss_weights = None
-    if model_args.fused_loss_weight is not None or model_args.unimodal_loss_weight is not None:
-        fused = 1.0 if model_args.fused_loss_weight is None else model_args.fused_loss_weight
-        unimodal = 1.0 if model_args.unimodal_loss_weight is None else model_args.unimodal_loss_weight
-        loss_weights = {"fused": fused, **{name: unimodal for name in data.modality_settings}}
+    loss_weights = recipe_loss_weights(model_args, list(data.modality_settings))
     try:
         config = MMBalanceConfig(
             modalities=data.modality_settings,
@@ -318,6 +320,24 @@ def build_model(model_args: ModelArguments, data: PreparedData):
     if pretrained:
         model.load_backbone_weights(pretrained)
     return model
+
+
+def recipe_loss_weights(model_args: ModelArguments, names: list[str]) -> dict[str, float] | None:
+    """`MMBalanceConfig.loss_weights` from the recipe's weight fields, or None (the config's default) when none is
+    set. Unset fused / unimodal weights keep the default: 1 each when only the fused or only the unimodal weight is
+    given (as before), the mean of the terms (BMMAL Eq. 1) when only an Ada2I term's weight is given."""
+    head_weights = (model_args.fused_loss_weight, model_args.unimodal_loss_weight)
+    auxiliary = {"modal": model_args.modal_loss_weight, "feature": model_args.feature_loss_weight}
+    if all(weight is None for weight in (*head_weights, *auxiliary.values())):
+        return None
+    if any(weight is not None for weight in head_weights):
+        default = 1.0
+    else:
+        default = 1.0 / (1 + len(names)) if model_args.unimodal_heads else 1.0
+    fused = default if model_args.fused_loss_weight is None else model_args.fused_loss_weight
+    unimodal = default if model_args.unimodal_loss_weight is None else model_args.unimodal_loss_weight
+    weights = {"fused": fused, **({name: unimodal for name in names} if model_args.unimodal_heads else {})}
+    return {**weights, **{term: weight for term, weight in auxiliary.items() if weight is not None}}
 
 
 def encoder_settings(model_args: ModelArguments, input_size: int, given: dict | None = None) -> dict:
