@@ -36,8 +36,7 @@ def modality_table(diagnosis: Mapping[str, Any], split: str) -> str:
     fused = diagnosis["fused"][split][metric]
     header = ["modality", f"alone ({metric})", f"alone probe ({probe})", f"joint probe ({probe})", "gap (alone − joint)",
               f"joint unimodal head ({metric})", "mean Φ (Shapley)", "Φ largest on", "mean ρ (training)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-             f"| **fused (joint)** | {_ms(fused)} | | | | | | | |"]
+    lines = [f"Fused (joint) {metric}: {_ms(fused)}.", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, entry in diagnosis["modalities"].items():
         head = entry.get("unimodal_head")
         shapley = entry["shapley"][split]
@@ -118,8 +117,11 @@ def diagnosis_markdown(diagnosis: Mapping[str, Any]) -> str:
     ]
     bss = diagnosis["bss"]
     if bss.get("fraction_unbalanced"):
-        parts += [f"BSS measurer ({bss['criterion']}, train split, joint model): "
-                  f"{_ms(bss['fraction_unbalanced'])} of the samples score below {bss['threshold']:g}.", ""]
+        fraction = bss["fraction_unbalanced"]
+        spread = f" ± {fraction['std']:.1%}" if fraction["n"] > 1 else ""
+        quantiles = ", ".join(f"{q} {v:.2f}" for q, v in bss["per_seed"][0]["score_quantiles"].items())
+        parts += [f"BSS measurer ({bss['criterion']}, train split, joint model): {fraction['mean']:.1%}{spread} of the "
+                  f"samples score below {bss['threshold']:g} (balance score quantiles, first seed: {quantiles}).", ""]
     if diagnosis.get("ranking"):
         parts += ["## Methods on the same budget", "", ranking_table(diagnosis["ranking"]), ""]
     parts += ["## Files", "", f"`{JSON_NAME}` (every number), `{FIGURE_NAME}`, the trainings under `diagnose_parts/`.", ""]
