@@ -426,38 +426,43 @@ def active_table(records: Sequence[Mapping[str, Any]]) -> str:
 # plots
 # ----------------------------------------------------------------------------------------------------------------------
 def plot_probes(records: Sequence[Mapping[str, Any]], path: Path = PROBE_PLOT) -> None:
-    """Per method: fused test accuracy and each modality's probe (mean ± std over folds); lines = alone."""
+    """Per method: fused test accuracy and each modality's probe (mean ± std over folds, value at the bar's end);
+    dashed lines: the same measure for vanilla and for the modality trained alone."""
     from hf_mmbalance.plotting import plt, save_figure
 
     runs = _by_method(r for r in records if "probe" in r)
     shown = [m for m in METHODS if m.name in runs and not m.alone]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=False)
-    for ax, (title, value) in zip(axes, (("fused test accuracy", lambda r: r["fused_acc"]),
-                                         ("audio probe (linear, frozen encoder)", lambda r: r["probe"]["audio"]),
-                                         ("image probe (linear, frozen encoder)", lambda r: r["probe"]["image"]))):
+    panels = [("fused test accuracy", lambda r: r["fused_acc"], ("audio_alone", "image_alone"))]
+    panels += [(f"{m} probe (linear, frozen {m} encoder)", lambda r, m=m: r["probe"][m], (f"{m}_alone",))
+               for m in MODALITIES]
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 0.36 * len(shown) + 2.2))
+    for ax, (title, value, alone) in zip(axes, panels):
         stats = [mean_std([value(r) for r in runs[m.name].values()]) for m in shown]
         y = np.arange(len(shown))
-        ax.barh(y, [s[0] for s in stats], xerr=[s[1] for s in stats], color=["C7" if m.name == "vanilla" else "C0"
-                                                                          for m in shown], capsize=2)
+        ax.barh(y, [s[0] for s in stats], xerr=[s[1] for s in stats], capsize=2,
+                color=["C7" if m.name == "vanilla" else "C0" for m in shown])
+        for i, (mean, _) in enumerate(stats):
+            ax.text(0.005, i, f"{mean:.3f}", va="center", ha="left", fontsize=7, color="white",
+                    transform=ax.get_yaxis_transform())
         ax.set_yticks(y, [m.name for m in shown], fontsize=8)
         ax.invert_yaxis()
-        for name, style in (("audio_alone", "C3"), ("image_alone", "C2"), ("vanilla", "C7")):
-            if name not in runs:
-                continue
-            modality = name.split("_")[0] if name != "vanilla" else None
-            if modality and "probe" in title and modality not in title:
-                continue
-            reference = np.mean([r["fused_acc"] if modality is None or "probe" not in title else r["probe"][modality]
-                                 for r in runs[name].values()])
-            label = {"audio_alone": "audio alone", "image_alone": "image alone", "vanilla": "vanilla"}[name]
-            ax.axvline(reference, color=style, linestyle="--", linewidth=1.2, label=f"{label}: {reference:.3f}")
-        low = min(s[0] - s[1] for s in stats)
-        ax.set_xlim(max(0.0, low - 0.05), 1.0)
+        references = [("vanilla", "C7")] + [(name, "C3" if name.startswith("audio") else "C2") for name in alone]
+        for name, color in references:
+            if name in runs:
+                reference = float(np.mean([value(r) for r in runs[name].values()]))
+                ax.axvline(reference, color=color, linestyle="--", linewidth=1.2,
+                           label=f"{name.replace('_', ' ')}: {reference:.3f}")
+        ax.set_xlim(0.0, 1.0)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Audio-visual digits (FSDD + MNIST, speaker folds): mean ± std over folds", fontsize=11)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3, frameon=False)
+    fig.suptitle("Audio-visual digits (FSDD + MNIST), test speaker of each fold: mean ± std over folds", fontsize=11)
     save_figure(fig, str(path.parent), path.name)
+
+
+#: Ada2I's alpha grid tracks OGM-GE's closely for two modalities; the plot shows one of each kind.
+RHO_PLOT_METHODS = ("vanilla", "ogm_ge_a0.1", "ogm_ge_a0.5", "ogm_ge_a1.0", "ogm_ge_a0.5_first_half", "ada2i_a0.5",
+                    "ada2i_full", "ada2i_full_lfeature0.01", "bss_ogm_ge")
 
 
 def plot_rho(records: Sequence[Mapping[str, Any]], path: Path = RHO_PLOT, fold: int = 0) -> None:
@@ -466,7 +471,7 @@ def plot_rho(records: Sequence[Mapping[str, Any]], path: Path = RHO_PLOT, fold: 
 
     runs = _by_method(r for r in records if r.get("curves") and r["fold"] == fold)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for i, method in enumerate(m for m in METHODS if m.name in runs):
+    for i, method in enumerate(m for m in METHODS if m.name in runs and m.name in RHO_PLOT_METHODS):
         record = next(iter(runs[method.name].values()))
         for ax, key in zip(axes, ("rho_image", "k_image")):
             points = np.asarray(record["curves"].get(key, []))
@@ -474,7 +479,7 @@ def plot_rho(records: Sequence[Mapping[str, Any]], path: Path = RHO_PLOT, fold: 
                 ax.plot(points[:, 0], points[:, 1], label=method.name, color=f"C{i % 10}",
                         linestyle="--" if method.name == "vanilla" else "-", linewidth=1.2)
     axes[0].set_title("ρ_image = s_image / s_audio (disparity ratio, Eq. 17)", fontsize=10)
-    axes[1].set_title("k_image = 1 − tanh(α ρ) applied to the image encoder (1 = unchanged)", fontsize=10)
+    axes[1].set_title("k_image = 1 − tanh(α ρ): the image encoder's gradient scale in the window", fontsize=10)
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -513,7 +518,7 @@ def write_report(records: Sequence[Mapping[str, Any]], command: str, wall_second
     timing = (f"Grid: {len(train_runs)} training runs and {len(records) - len(train_runs)} active-learning runs, "
               f"{cpu_total / 60:.0f} CPU-minutes in all (one thread each)")
     if wall_seconds is not None:
-        timing += f"; this invocation took {wall_seconds / 60:.1f} min wall on 2 cores"
+        timing += f"; {wall_seconds / 60:.1f} min wall on 2 cores (2 worker processes)"
     methods = "\n".join(f"- `{m.name}`: {m.about} (recipe `{m.recipe}.yaml`{', flags ' + ' '.join(m.flags) if m.flags else ''})"
                         for m in METHODS)
     text = "\n".join([
@@ -544,7 +549,10 @@ def write_report(records: Sequence[Mapping[str, Any]], command: str, wall_second
         "",
         per_fold_table(records),
         "",
-        "## Disparity ratio ρ and coefficient k over training (modulation's own logs; vanilla monitored)",
+        "## Disparity ratio ρ and coefficient k over training (modulation's own logs; vanilla monitored with α 0.1)",
+        "",
+        "k is the coefficient computed at each step (logged also outside a modulation window, where the gradients are "
+        "left alone); ρ of the weaker modality is below 1 for OGM-GE (s_audio / s_image) and 1 for Ada2I (s_m / min s).",
         "",
         rho_table(records),
         "",
@@ -571,6 +579,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--active-folds", type=int, nargs="*", default=list(ACTIVE_FOLDS))
     parser.add_argument("--work-dir", default=str(ROOT / "outputs" / "av_digits_benchmark"))
     parser.add_argument("--report", action="store_true", help="only rewrite the tables and plots from the JSONL")
+    parser.add_argument("--wall-minutes", type=float, default=None,
+                        help="with --report: the wall time the run invocations measured, to state in the report")
     parser.add_argument("--smoke", action="store_true",
                         help="1 epoch on 200 clips per run, fold 0, into a temp folder: checks the whole pipeline")
     args = parser.parse_args(argv)
@@ -584,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         plots = {name: scratch / path.name for name, path in plots.items()}
         args.folds, args.active_folds, extra, active_extra = [0], [0], SMOKE_FLAGS, SMOKE_ACTIVE_FLAGS
     start = time.perf_counter()
-    wall = None
+    wall = None if args.wall_minutes is None else args.wall_minutes * 60
     if not args.report:
         jobs = pending_jobs(results, args.methods, args.folds, args.active_folds, args.work_dir, extra, active_extra)
         print(f"{len(jobs)} runs to do ({len(read_records(results))} already in {results})", flush=True)
