@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from harness import RESULTS_DIR, fit_probe
-from paired_stats import describe_interval, mean_std, paired_differences, t_interval
+from harness import RESULTS_DIR, fit_probe, mean_std
+from paired_stats import describe_interval, paired_differences
 from transformers import PrinterCallback
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,12 +13,6 @@ import numpy as np
 from scipy import stats
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = [float(v) for v in values]
-    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
-
-
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): the Student-t confidence interval of the mean; (mean, nan, nan) for fewer than 2 values."""
     values = [float(v) for v in values]
