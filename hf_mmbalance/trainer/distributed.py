@@ -68,6 +68,15 @@ def shard_bounds(num_items: int, rank: int | None = None, world_size: int | None
     return start, min(start + per_rank, num_items), per_rank
 
 
+def padded_shard(num_items: int) -> list[int]:
+    """This rank's contiguous shard of `num_items` positions (`shard_bounds`), padded with repeats of a position to
+    ceil(N / W), so every rank runs the same number of batches. Gathered in rank order, the real positions come first:
+    only the last non-empty shard is short, so all the padding lies past position N (keep `[:num_items]`)."""
+    start, stop, per_rank = shard_bounds(num_items)
+    rows = list(range(start, stop))
+    return rows + [rows[-1] if rows else num_items - 1] * (per_rank - len(rows))
+
+
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """Every rank's `tensor` (same shape on every rank), concatenated along dim 0 in rank order, on every rank. A
     tensor collective: the values stay on their device (gloo: CPU; NCCL: the GPU)."""
@@ -193,4 +202,4 @@ def barrier() -> None:
 
 
 __all__ = ["ENGINES", "TrainingEngine", "all_gather_rows", "barrier", "broadcast_from_main", "detect_engine",
-           "gather_from_ranks", "is_distributed", "is_main_process", "load_full_state_dict", "shard_bounds", "sum_over_ranks", "unsharded"]
+           "gather_from_ranks", "is_distributed", "is_main_process", "load_full_state_dict", "padded_shard", "shard_bounds", "sum_over_ranks", "unsharded"]

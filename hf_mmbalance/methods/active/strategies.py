@@ -14,7 +14,7 @@ import torch
 
 from ...progress import batches_of, progress, quiet_library_progress
 from ...trainer.batches import ordered_batches
-from ...trainer.distributed import gather_from_ranks, is_distributed, shard_bounds
+from ...trainer.distributed import gather_from_ranks, is_distributed, padded_shard
 from .embeddings import gradient_embedding_factors
 from .selection import entropy_scores, kmeans_plus_plus, random_indices, top_k_indices
 from .shapley import fused_value_fn, modality_contributions, modality_weights, shapley_values, subset_values
@@ -90,13 +90,9 @@ def select(strategy: str, model, outputs: dict[str, Any], budget: int, generator
 
 
 def _rank_shard(size: int) -> list[int]:
-    """This rank's contiguous share of `size` rows (all of them in a single process), padded with repeats of a row
-    to ceil(size / W): every rank runs the same number of forward passes (FSDP pairs the collectives inside them)."""
-    if not is_distributed():
-        return list(range(size))
-    start, stop, per_rank = shard_bounds(size)
-    rows = list(range(start, stop))
-    return rows + [rows[-1] if rows else size - 1] * (per_rank - len(rows))
+    """This rank's contiguous share of `size` rows (all of them in a single process), padded to ceil(size / W):
+    every rank runs the same number of forward passes (FSDP pairs the collectives inside them)."""
+    return padded_shard(size) if is_distributed() else list(range(size))
 
 
 def _gather_shards(local: dict[str, Any], size: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ...trainer.distributed import all_gather_rows, is_distributed, shard_bounds
+from ...trainer.distributed import all_gather_rows, is_distributed, padded_shard
 from .measurer import criterion_parts, measure, min_max_normalize
 
 COMPONENTS = ("similarity", "loss", "grad_norm")
@@ -26,15 +26,11 @@ def measure_sharded(model: torch.nn.Module, dataset: Any, criterion: str, **opti
     if not is_distributed():
         return measure(model, dataset, criterion, **options)
     total = len(dataset)
-    start, stop, per_rank = shard_bounds(total)
-    rows = list(range(start, stop))
-    rows += [rows[-1] if rows else total - 1] * (per_rank - len(rows))  # same batch count on every rank
-    local = measure(model, dataset.select(rows), criterion, **options)
+    local = measure(model, dataset.select(padded_shard(total)), criterion, **options)  # same batch count on every rank
     device = next(model.parameters()).device  # NCCL gathers device tensors; gloo takes CPU ones
     result: dict[str, Any] = {"criterion": criterion}
     for key in COMPONENTS:
         if key in local:
-            # Shards are contiguous and only the last non-empty one is short, so the padding all lies past row N.
             result[key] = all_gather_rows(local[key].to(device)).cpu()[:total]
     result["score"] = balance_score(criterion, result)
     return result
