@@ -309,6 +309,16 @@ def test_balance_report_section_goes_into_a_model_card(quick, tmp_path):
     assert "library_name: transformers" in text  # the metadata block is kept
 
 
+def test_train_with_a_balance_report_writes_it_into_its_model_card(quick, capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--config", VANILLA, "--output_dir", tmp_path, "--max_steps", "2",
+                       "--eval_strategy", "no", "--balance_report", quick["output_dir"])
+    assert code == 0, err
+    card = (tmp_path / "README.md").read_text()
+    verdict = quick["diagnosis"]["verdict"]["text"]
+    assert "## Balance report" in card and all(sentence in card for sentence in verdict)
+    assert card.index("## Evaluation") < card.index("## Balance report") < card.index("## How to load")
+
+
 def test_train_refuses_a_missing_balance_report_before_training(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--config", VANILLA, "--output_dir", tmp_path, "--balance_report",
                        tmp_path / "nope.json")
@@ -346,3 +356,4 @@ def _regression_data():
     from hf_mmbalance.cli.train import with_sample_ids
 
     return with_sample_ids(make_synthetic_regression(num_samples=300, seed=0, disagreement=0.5))
+

@@ -35,7 +35,10 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, task: str, max_iter: int
     else:
         head = Ridge(alpha=RIDGE_ALPHA)
     probe = make_pipeline(StandardScaler(), head)
-    with warnings.catch_warnings():
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: the probes are small, and threads only contend with the trainings on a shared machine.
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # a tiny budget's features; the score says enough
         probe.fit(np.asarray(train_x, dtype=np.float64), np.asarray(train_y).reshape(-1))
     return probe
