@@ -128,6 +128,7 @@ class GradientModulationCallback(BalancingCallback):
                                      monitor_only=c.monitor_only)
         self._seed = int(args.seed if self.config.seed is None else self.config.seed)
         self._remove_capture()
+        self._step_k, self._step_batches = None, 0  # nothing carried over from an interrupted earlier train()
         if self.applied == "backward_hook" and model is not None and getattr(model, "encoders", None) is not None:
             self._capture_handles = capture_encoder_outputs(model.encoders, self._encoder_outputs)
         if self._restored is not None:
