@@ -68,14 +68,14 @@ def _shard_group(gradient):
     """The process group a DTensor is sharded over, or None when it is replicated (its local part is the whole)."""
     placements = gradient.placements
     if len(placements) != 1:
-        raise NotImplementedError(
+        raise ValueError(
             f"GE noise supports DTensor gradients on a 1-D device mesh (FSDP2 full shard); got placements {placements} "
             "(e.g. HSDP): set ModulationConfig.noise=False"
         )
     if isinstance(placements[0], Replicate):
         return None
     if not isinstance(placements[0], Shard):
-        raise NotImplementedError(f"GE noise cannot take the std of a gradient with placement {placements[0]}")
+        raise ValueError(f"GE noise cannot take the std of a gradient with placement {placements[0]}")
     return gradient.device_mesh.get_group()
 
 
