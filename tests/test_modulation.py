@@ -453,3 +453,53 @@ def test_the_hook_with_accumulation_uses_each_micro_batchs_coefficients(tmp_path
                                                          gradient_accumulation_steps=2, logging_steps=100),
                       train_dataset=DATA["train"], callbacks=[callback]).train()
     assert len(callback.steps) == 7 and callback._log_count == 14  # 84 rows: 14 micro-batches in 7 steps
+
+
+# ----- pre_optimizer_step with clipping: k folded into the Trainer's clipping multiply -----
+
+class FoldRecorder(GradientModulationCallback):
+    """Records whether the trainer asked for (and got) the factors to fold into its clipping."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.folded = 0
+
+    def clipping_factors(self, args, state, model):
+        groups = super().clipping_factors(args, state, model)
+        self.folded += groups is not None
+        return groups
+
+
+class ScalesAfterClipping(GradientModulationCallback):
+    """The same callback without the fold: the Trainer clips, then `on_pre_optimizer_step` scales (and adds noise)."""
+
+    def clipping_factors(self, args, state, model):
+        return None
+
+
+@pytest.mark.parametrize("mode, noise, accumulation", [
+    ("ada2i", False, 1), ("ada2i", True, 1), ("ogm_ge", True, 1), ("ada2i", False, 2),
+])
+def test_k_folded_into_clipping_gives_the_update_of_clipping_then_scaling(tmp_path, mode, noise, accumulation):
+    """Ada2I's order is clip, modulate, step: with a binding `max_grad_norm` the fused multiply (c * k_m) must end
+    where the Trainer's clipping followed by g <- k_m g ends, noise included (OGM-GE's std before scaling, Ada2I's
+    after)."""
+    modalities = MODALITIES if mode == "ada2i" else {"a": 6, "b": 4}
+    data = DATA["train"] if mode == "ada2i" else DATA["train"].remove_columns(["c"])
+    runs = {}
+    for name, callback_class in (("fused", FoldRecorder), ("separate", ScalesAfterClipping)):
+        callback = callback_class(mode=mode, alpha=0.5, noise=noise)
+        trainer = MultimodalTrainer(
+            model=make_model(modalities=modalities), train_dataset=data, callbacks=[callback],
+            args=make_args(tmp_path / name, num_train_epochs=1, max_grad_norm=0.05,
+                           per_device_train_batch_size=12 // accumulation, gradient_accumulation_steps=accumulation))
+        trainer.train()
+        runs[name] = (callback, trainer)
+    fused, trainer = runs["fused"]
+    assert fused.folded == 7  # 84 rows, 12 per step: every step went through the fold
+    norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
+    assert min(norms) > 0.05  # the clipping was binding at every step
+    assert any(k < 1 for k in fused.last_coefficients.values())
+    reference = dict(runs["separate"][1].model.named_parameters())
+    for name, value in trainer.model.named_parameters():
+        torch.testing.assert_close(value, reference[name], atol=1e-6, rtol=1e-5, msg=name)

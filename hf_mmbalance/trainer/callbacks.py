@@ -81,6 +81,17 @@ class BalancingCallback(TrainerCallback):
         `on_train_batch_outputs` returns are added to whichever loss is used."""
         return None
 
+    def clipping_factors(
+        self, args: TrainingArguments, state: TrainerState, model: torch.nn.Module
+    ) -> list[tuple[list[torch.nn.Parameter], torch.Tensor]] | None:
+        """Called at every optimizer step just before the trainer clips the gradients (`max_grad_norm > 0`, on an
+        engine where `MultimodalTrainer` clips itself: one process, DDP, FSDP2). Return `[(parameters, factor), ...]`
+        (`factor` a 0-d tensor) to have those gradients multiplied by `factor` in the clipping's own multiply, i.e.
+        g <- factor * clip(g) without a second pass over them (the callback must then not scale them again in
+        `on_pre_optimizer_step`), or None to leave the gradients to `on_pre_optimizer_step`. `model` is the
+        unwrapped model."""
+        return None
+
     def get_train_sampler(self, train_dataset: Any, args: TrainingArguments) -> Sampler | None:
         """Return a sampler to order the training set (it must yield the same order on every rank; accelerate
         shards it), or None to keep the Trainer's. At most one callback may provide one."""

@@ -12,7 +12,7 @@ from torch.utils.data import Sampler
 from transformers import Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from transformers.utils import logging
+from transformers.utils import is_sagemaker_mp_enabled, logging
 
 from ..data import DatasetValidationError, validate_dataset
 from ..data.validation import RAW_KINDS, column_kind, validate_backbone_columns
@@ -21,6 +21,7 @@ from ..modeling import MMBalanceConfig
 from .batches import SAMPLE_ID_COLUMN, check_batches
 from .callbacks import BalancingCallback
 from .checkpoint_state import CheckpointStateError
+from .clipping import CLIP_ENGINES, clip_and_scale_gradients
 from .distributed import TrainingEngine
 from .metrics import build_compute_metrics
 from .optimizer import modality_parameter_groups
@@ -216,6 +217,7 @@ class MultimodalTrainer(Trainer):
         self._pending_logs: dict[str, float] = {}
         self._balancing_state_loaded: set[int] = set()
         self._resume_checkpoint_dir: str | None = None
+        self._clip_engine: bool | None = None  # whether this trainer clips (and folds factors) itself; set at 1st step
 
     # ----- data -----
     @staticmethod
@@ -300,6 +302,22 @@ class MultimodalTrainer(Trainer):
         else:
             name = "ddp" if self.args.world_size > 1 else "single"
         return TrainingEngine(name, self.args.world_size)
+
+    def _clip_grad_norm(self, model):
+        # A callback that scales gradients right after clipping (gradient modulation, `pre_optimizer_step`) hands its
+        # factors over, and they go into the clipping's multiply: one pass over the gradients instead of two, the
+        # same update. Elsewhere (DeepSpeed, FSDP1, XLA, SageMaker MP) the Trainer's own clipping runs.
+        if self._clip_engine is None:
+            engine = self.training_engine().name
+            self._clip_engine = (engine in CLIP_ENGINES and self.accelerator.distributed_type.name != "XLA"
+                                 and not is_sagemaker_mp_enabled())
+        if self._clip_engine:
+            groups = [group for callback in self.balancing_callbacks
+                      for group in (callback.clipping_factors(self.args, self.state, self.model) or ())]
+            if groups:
+                self.accelerator.unscale_gradients()  # fp16: the norm of the true gradients, as accelerate clips
+                return clip_and_scale_gradients(model.parameters(), self.args.max_grad_norm, groups)
+        return super()._clip_grad_norm(model)
 
     def get_train_dataloader(self):
         dataloader = super().get_train_dataloader()

@@ -4,8 +4,11 @@ Per optimizer step (Ada2I Algorithm 1; METHODS.md §3), with `apply="pre_optimiz
 process, DDP and FSDP2):
   1. `on_train_batch_outputs` (every micro-batch): s_m += sum_i softmax(out_m)_i[y_i] from the batch already
      forwarded, so gradient accumulation sums the scores of all the step's micro-batches;
-  2. `on_pre_optimizer_step` (gradients all-reduced, unscaled and clipped): sum the scores over ranks,
-     rho_m and k_m (Eq. 17-18), then g <- k_m * g (+ GE noise, Eq. 19) on the encoder parameters of m.
+  2. just before the trainer clips (gradients all-reduced and unscaled): sum the scores over ranks, rho_m and k_m
+     (Eq. 17-18); `MultimodalTrainer` multiplies g by c * k_m in its clipping (`clipping_factors`: the same update as
+     clipping and then scaling, without a second pass over the gradients); `on_pre_optimizer_step` adds the GE noise
+     (Eq. 19). Without clipping (`max_grad_norm=0`) or under another trainer, `on_pre_optimizer_step` computes k_m
+     and applies g <- k_m * g (+ noise) itself.
 With `apply="backward_hook"` (the default's choice under DeepSpeed and FSDP1) step 1 also sums the micro-batch's
 scores over the ranks, computes k_m and hooks z_m so backward scales every encoder gradient by k_m; step 2 only adds
 the noise. See `application.py` for why each engine gets which, and what differs (accumulation, clipping).
@@ -93,6 +96,8 @@ class GradientModulationCallback(BalancingCallback):
         self._restored_last: tuple[dict, dict] | None = None  # a checkpoint's latest rho / k, until a step replaces them
         self._step_scores: torch.Tensor | None = None
         self._step_k: torch.Tensor | None = None  # backward_hook: the sum of the step's micro-batch k (for the noise)
+        self._pre_k: torch.Tensor | None = None  # pre_optimizer_step: this step's k, once computed
+        self._scaled_in_clipping = False  # pre_optimizer_step: the trainer's clipping already multiplied g by k
         self._step_batches = 0
         self._encoder_outputs: dict[str, torch.Tensor] = {}  # backward_hook: z_m of the latest forward, by modality
         self._capture_handles: list = []
@@ -129,6 +134,7 @@ class GradientModulationCallback(BalancingCallback):
         self._seed = int(args.seed if self.config.seed is None else self.config.seed)
         self._remove_capture()
         self._step_k, self._step_batches = None, 0  # nothing carried over from an interrupted earlier train()
+        self._pre_k, self._scaled_in_clipping = None, False
         if self.applied == "backward_hook" and model is not None and getattr(model, "encoders", None) is not None:
             self._capture_handles = capture_encoder_outputs(model.encoders, self._encoder_outputs)
         if self._restored is not None:
@@ -222,6 +228,24 @@ class GradientModulationCallback(BalancingCallback):
         return coefficients
 
     # ----- modulation, per optimizer step -----
+    def clipping_factors(self, args, state, model):
+        """`pre_optimizer_step`: k_m of this step (its scores are all in), handed to the trainer's clipping as
+        (encoder parameters of m, k_m), so the gradients get c * k_m in one multiply. None in the other mode and
+        outside the modulation window."""
+        if self._mode() != "pre_optimizer_step" or self._step_scores is None:
+            return None
+        self._pre_k = self._coefficients(self._take_step_scores())
+        if not self._active(state):
+            return None
+        self._scaled_in_clipping = True
+        parameters = self._modulated_parameters(model)
+        return [(parameters[name], k) for name, k in zip(self.modality_names, self._pre_k.unbind())]
+
+    def _take_step_scores(self) -> torch.Tensor:
+        scores = sum_over_ranks(self._step_scores)  # METHODS.md §3: reduce before the ratio
+        self._step_scores = None
+        return scores
+
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self._mode() == "backward_hook":
             if self._step_k is None:
@@ -236,21 +260,23 @@ class GradientModulationCallback(BalancingCallback):
                     noise=True,
                     noise_std_from=self.config.noise_std_from,
                     seed=self._noise_seed(args, state),
-                    scaled_in_backward=True,
+                    already_scaled=True,
                 )
             return
-        if self._step_scores is None:
-            raise RuntimeError(self._no_outputs_message())
-        scores = sum_over_ranks(self._step_scores)  # METHODS.md §3: reduce before the ratio
-        self._step_scores = None
-        coefficients = self._coefficients(scores)
-        if self._active(state):
+        if self._pre_k is None:  # the trainer did not clip (or clipped without asking): k from the scores now
+            if self._step_scores is None:
+                raise RuntimeError(self._no_outputs_message())
+            self._pre_k = self._coefficients(self._take_step_scores())
+        coefficients, scaled = self._pre_k, self._scaled_in_clipping
+        self._pre_k, self._scaled_in_clipping = None, False
+        if self._active(state) and (self.config.noise or not scaled):
             modulate_gradients(
                 self._modulated_parameters(kwargs["model"]),
                 dict(zip(self.modality_names, coefficients.unbind())),
                 noise=self.config.noise,
                 noise_std_from=self.config.noise_std_from,
                 seed=self._noise_seed(args, state),
+                already_scaled=scaled,
             )
 
     @staticmethod

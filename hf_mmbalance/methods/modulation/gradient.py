@@ -105,7 +105,7 @@ def modulate_gradients(
     noise: bool,
     noise_std_from: str,
     seed: int,
-    scaled_in_backward: bool = False,
+    already_scaled: bool = False,
 ) -> None:
     """In place, for every modality m and every parameter of m with a gradient: g <- k_m * g (Eq. 18), then,
     with `noise`, g <- g + N(0, sigma^2) per tensor (Eq. 19's h(theta), "GE" of OGM-GE).
@@ -116,8 +116,9 @@ def modulate_gradients(
     one per step (a resumed run draws the same noise as an uninterrupted one). Sharded (DTensor) gradients get the
     full tensor's sigma and their slice of the full-size draw (see the module docstring).
 
-    `scaled_in_backward=True`: the gradients already carry k_m (`apply="backward_hook"` scaled them inside backward);
-    only the noise is added, and `"before"` takes sigma = std(g) / k_m.
+    `already_scaled=True`: the gradients already carry k_m (`apply="backward_hook"` scaled them inside backward, or
+    the trainer's clipping did, see `trainer/clipping.py`); only the noise is added, and `"before"` takes
+    sigma = std(g) / k_m.
 
     `coefficients` are floats or 0-d tensors (kept on the device: no host sync). Runs once per optimizer step on
     every encoder tensor: foreach ops and one noise draw per device keep the per-tensor Python work small.
@@ -137,9 +138,9 @@ def modulate_gradients(
         sigmas = None
         if noise and noise_std_from == "before":
             sigmas = per_tensor_std(gradients)
-            if scaled_in_backward:  # std(k g) / k = std(g); the eps is added once
+            if already_scaled:  # std(k g) / k = std(g); the eps is added once
                 sigmas = (sigmas - NOISE_STD_EPS) / torch.stack(factors).double() + NOISE_STD_EPS
-        if not scaled_in_backward:
+        if not already_scaled:
             torch._foreach_mul_(locals_, factors)
         if not noise:
             continue

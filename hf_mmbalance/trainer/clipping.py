@@ -1,0 +1,90 @@
+"""Gradient clipping that applies per-parameter factors in the same multiply (`MultimodalTrainer._clip_grad_norm`).
+
+Why: gradient modulation in `apply="pre_optimizer_step"` mode multiplies every encoder gradient by k_m right after
+the Trainer clipped it (Ada2I released order: clip, modulate, step). Clipping already multiplies every gradient by
+its coefficient c = min(1, max_norm / (||g|| + 1e-6)) (`torch.nn.utils.clip_grads_with_norm_` always does, also when
+c = 1), so multiplying by c * k_m there gives the same update as the two multiplies in a row without a second pass
+over the gradients' memory (measured: benchmarks/results/modulation_apply_overhead.md).
+
+The norm is the one accelerate's `clip_grad_norm_` computes on one process, DDP and FSDP2: the 2-norm over all
+gradients before any factor, one norm per device mesh (a DTensor's norm is its full tensor's), combined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+try:  # torch builds without distributed support have no DTensor
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover
+    DTensor = None
+
+# Engines whose gradients the trainer may clip itself: every parameter's (whole or sharded) `.grad` is there before
+# the optimizer step. DeepSpeed clips inside its engine step; FSDP1 clips flat parameters with its own method.
+CLIP_ENGINES = ("single", "ddp", "fsdp")
+CLIP_EPS = 1e-6  # as torch.nn.utils.clip_grads_with_norm_
+
+
+def _local(gradient: torch.Tensor) -> torch.Tensor:
+    """The part of a gradient this rank holds: a DTensor's local shard (a view), else the tensor itself."""
+    return gradient.to_local() if DTensor is not None and isinstance(gradient, DTensor) else gradient
+
+
+def total_gradient_norm(gradients: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all `gradients` viewed as one vector (a 0-d device tensor): one `get_total_norm` per device mesh
+    (DTensor norms reduced to their full tensor's), then the norm of those, as accelerate does for DDP and FSDP2."""
+    by_mesh: dict[object, list[torch.Tensor]] = {}
+    for gradient in gradients:
+        mesh = gradient.device_mesh if DTensor is not None and isinstance(gradient, DTensor) else None
+        by_mesh.setdefault(mesh, []).append(gradient)
+    if not by_mesh:
+        return torch.zeros(())
+    norms = [torch.nn.utils.get_total_norm(group, 2.0) for group in by_mesh.values()]
+    norms = [norm.full_tensor() if DTensor is not None and isinstance(norm, DTensor) else norm for norm in norms]
+    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
+
+
+def clip_and_scale_gradients(
+    parameters: Iterable[torch.nn.Parameter],
+    max_norm: float,
+    scaled_groups: Sequence[tuple[Sequence[torch.nn.Parameter], torch.Tensor]] = (),
+) -> torch.Tensor:
+    """In place, g_p <- c * f_p * g_p for every parameter p with a gradient, where c = min(1, max_norm / (||g|| + 1e-6))
+    with ||g|| the norm of all the gradients BEFORE the factors (`total_gradient_norm`), and f_p the 0-d factor tensor
+    of the group in `scaled_groups` that holds p (1 for parameters in none). Returns ||g|| (a device tensor, no host
+    sync), what `clip_grad_norm_` returns.
+
+    A parameter in two groups is refused (its factors would be ambiguous)."""
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
+    parameters = [p for p in parameters if p.grad is not None]
+    total_norm = total_gradient_norm([p.grad for p in parameters])
+    clip = torch.clamp(max_norm / (total_norm + CLIP_EPS), max=1.0)
+    group_of: dict[int, int] = {}
+    for index, (params, _) in enumerate(scaled_groups):
+        for param in params:
+            if group_of.setdefault(id(param), index) != index:
+                raise ValueError("a parameter is in two scaled gradient groups; each parameter takes one factor")
+    # One small tensor per group (c * f_g, from one stacked multiply) and c for the rest, moved per device once.
+    factors = [clip]
+    if scaled_groups:
+        factors += (torch.stack([factor for _, factor in scaled_groups]).to(clip.device, clip.dtype) * clip).unbind()
+    on_device: dict[tuple[int, torch.device], torch.Tensor] = {}
+    buckets: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for param in parameters:
+        local = _local(param.grad)
+        key = (group_of.get(id(param), -1) + 1, local.device)
+        factor = on_device.get(key)
+        if factor is None:
+            factor = on_device[key] = factors[key[0]].to(local.device)
+        gradients, bucket_factors = buckets.setdefault((local.device, local.dtype), ([], []))
+        gradients.append(local)
+        bucket_factors.append(factor)
+    for gradients, bucket_factors in buckets.values():
+        torch._foreach_mul_(gradients, bucket_factors)
+    return total_norm
+
+
+__all__ = ["CLIP_ENGINES", "clip_and_scale_gradients", "total_gradient_norm"]
