@@ -98,7 +98,8 @@ def scale_feature_gradients(features: Mapping[str, torch.Tensor], coefficients: 
 
 def _scaler(factor: torch.Tensor):
     def hook(gradient: torch.Tensor | None) -> torch.Tensor | None:
-        return None if gradient is None else gradient * factor.to(gradient.dtype)
+        # A 0-d float32 factor does not promote the product: a bf16 / fp16 gradient stays in its dtype.
+        return None if gradient is None else gradient * factor
 
     return hook
 

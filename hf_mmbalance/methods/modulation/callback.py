@@ -58,6 +58,7 @@ from .disparity import disparity_ratios, modality_scores, modulation_coefficient
 from .gradient import modulate_gradients
 
 STATE_FILE = "gradient_modulation.json"
+LOG_FOLD = 64  # steps of rho / k kept as tensors before they are summed (between two logs)
 STATE_KEYS = ("config", "seed", "modality_names", "last_ratios", "last_coefficients")
 # Set on the run's `TrainerState` by the first modulation callback of a `train()` call (every callback of a trainer
 # gets the same state object in `on_train_begin`, a new one per call): a second one refuses to scale again.
@@ -92,7 +93,7 @@ class GradientModulationCallback(BalancingCallback):
         self.citation = None if monitored else ADA2I_CITATION if self.config.mode == "ada2i" else OGM_GE_CITATION
         self.modality_names: list[str] | None = None
         self.applied: str | None = None  # the mode `apply` resolved to for this run's engine (on_train_begin)
-        self._last: torch.Tensor | None = None  # (2, M) on the device: the latest rho (row 0) and k (row 1)
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # the latest (rho, k), (M,) each, on the device
         self._restored_last: tuple[dict, dict] | None = None  # a checkpoint's latest rho / k, until a step replaces them
         self._step_scores: torch.Tensor | None = None
         self._step_k: torch.Tensor | None = None  # backward_hook: the sum of the step's micro-batch k (for the noise)
@@ -102,6 +103,7 @@ class GradientModulationCallback(BalancingCallback):
         self._encoder_outputs: dict[str, torch.Tensor] = {}  # backward_hook: z_m of the latest forward, by modality
         self._capture_handles: list = []
         self._log_sums: torch.Tensor | None = None  # (2, M) float64 on the device: sums of rho / k since the last log
+        self._log_pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rho, k) of steps not yet in the sums
         self._log_count = 0
         self._parameters: dict[str, list[torch.nn.Parameter]] | None = None
         self._parameters_of: int | None = None
@@ -192,7 +194,8 @@ class GradientModulationCallback(BalancingCallback):
                 features = {name: self._encoder_outputs.get(name, outputs.features[name]) for name in self.modality_names}
                 scale_feature_gradients(features, dict(zip(self.modality_names, coefficients.unbind())))
             self._encoder_outputs.clear()
-            self._step_k = coefficients if self._step_k is None else self._step_k + coefficients
+            if self.config.noise:  # the noise std "before" scaling divides by the step's mean k
+                self._step_k = coefficients if self._step_k is None else self._step_k + coefficients
             self._step_batches += 1
             return None
         self._step_scores = scores if self._step_scores is None else self._step_scores + scores
@@ -223,7 +226,7 @@ class GradientModulationCallback(BalancingCallback):
         """rho and k (Eq. 17-18) from scores summed over the ranks; records them for the logs; returns k."""
         ratios = disparity_ratios(scores, self.config.mode)
         coefficients = modulation_coefficients(ratios, self.config.alpha)
-        self._last = torch.stack([ratios, coefficients]).detach()
+        self._last = (ratios, coefficients)
         self._record_for_logs()
         return coefficients
 
@@ -248,12 +251,12 @@ class GradientModulationCallback(BalancingCallback):
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self._mode() == "backward_hook":
-            if self._step_k is None:
+            if not self._step_batches:
                 raise RuntimeError(self._no_outputs_message())
             # The gradients already carry k (scaled inside backward): only the GE noise is left.
-            mean_k, self._step_k, count = self._step_k / self._step_batches, None, self._step_batches
-            self._step_batches = 0
-            if self.config.noise and self._active(state) and count:
+            step_k, count, self._step_k, self._step_batches = self._step_k, self._step_batches, None, 0
+            if self.config.noise and self._active(state):
+                mean_k = step_k / count
                 modulate_gradients(
                     self._modulated_parameters(kwargs["model"]),
                     dict(zip(self.modality_names, mean_k.unbind())),
@@ -317,20 +320,30 @@ class GradientModulationCallback(BalancingCallback):
 
     # ----- diagnostics -----
     def _record_for_logs(self) -> None:
-        # float64 sums on the device: the same additions as Python floats, without a host sync per step.
-        latest = self._last.double()
-        self._log_sums = latest if self._log_sums is None else self._log_sums + latest
+        # The step's own tensors are kept (no device op per step, no host sync) and summed in float64 at the next
+        # log, or every LOG_FOLD steps, so a run that never logs holds a bounded list.
+        self._log_pending.append(self._last)
         self._log_count += 1
+        if len(self._log_pending) >= LOG_FOLD:
+            self._fold_pending_logs()
+
+    def _fold_pending_logs(self) -> None:
+        if not self._log_pending:
+            return
+        steps = torch.stack([torch.stack(pair) for pair in self._log_pending]).double().sum(dim=0)
+        self._log_sums = steps if self._log_sums is None else self._log_sums + steps
+        self._log_pending = []
 
     def metrics_to_log(self) -> dict[str, float]:
         if not self._log_count:
             return {}
+        self._fold_pending_logs()
         ratios, coefficients = (self._log_sums / self._log_count).tolist()  # the one host transfer, at a logging step
         logs = {}
         for name, rho, k in zip(self.modality_names, ratios, coefficients):
             logs[f"{LOG_PREFIX}rho_{name}"] = round(rho, 6)
             logs[f"{LOG_PREFIX}k_{name}"] = round(k, 6)
-        self._log_sums, self._log_count = None, 0
+        self._log_sums, self._log_pending, self._log_count = None, [], 0
         return logs
 
     def plot_diagnostics(self, log_history: list[dict], output_dir: str) -> list[str]:

@@ -22,11 +22,13 @@ def modality_scores(modality_logits: Mapping[str, torch.Tensor], labels: torch.T
     Computed in float32 (also under bf16/fp16 autocast) and detached: the scores steer the update, they are
     not trained. Returns a float32 tensor of shape `(M,)`.
     """
-    # One stacked softmax for all modalities: this runs on every micro-batch.
-    stacked = torch.stack([logits.detach() for logits in modality_logits.values()]).float()
-    probabilities = torch.softmax(stacked, dim=-1)
-    index = labels.reshape(1, -1, 1).long().to(stacked.device).expand(stacked.shape[0], -1, 1)
-    return probabilities.gather(2, index).sum(dim=(1, 2))
+    # One stacked softmax for all modalities, outside autograd (no detach per modality): this runs on every
+    # micro-batch, where each small op counts (benchmarks/results/modulation_apply_overhead.md).
+    with torch.no_grad():
+        stacked = torch.stack(list(modality_logits.values())).float()
+        probabilities = torch.softmax(stacked, dim=-1)
+        index = labels.reshape(1, -1, 1).long().to(stacked.device).expand(stacked.shape[0], -1, 1)
+        return probabilities.gather(2, index).sum(dim=(1, 2))
 
 
 def disparity_ratios(scores: torch.Tensor, mode: str = "ada2i") -> torch.Tensor:
@@ -56,8 +58,7 @@ def modulation_coefficients(ratios: torch.Tensor, alpha: float) -> torch.Tensor:
     """
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-    ones = torch.ones_like(ratios)
-    return torch.where(ratios > 1, ones - torch.tanh(alpha * ratios), ones)
+    return torch.where(ratios > 1, 1 - torch.tanh(alpha * ratios), 1.0)
 
 
 __all__ = ["MODES", "modality_scores", "disparity_ratios", "modulation_coefficients"]
