@@ -1,5 +1,6 @@
 """The methods' step path moves nothing to the host: `.item()`, `.tolist()`, `.cpu()`, `.numpy()`, `float()`, `int()`
-and `bool()` of a tensor, called from `hf_mmbalance/methods/`, are counted per optimizer step (between
+and `bool()` of a tensor, called from `hf_mmbalance/methods/` or from the clipping that gradient modulation folds its
+coefficients into (`hf_mmbalance/trainer/clipping.py`, on with the Trainer's default `max_grad_norm`), are counted per optimizer step (between
 `on_step_begin` and `on_step_end`) with logging off. On a GPU each is a device sync that stalls the pipeline."""
 
 import os
@@ -15,6 +16,7 @@ from hf_mmbalance.methods.modulation import GradientModulationCallback
 from hf_mmbalance.methods.ulgm import ULGMCallback
 
 METHODS_DIR = os.sep + os.path.join("hf_mmbalance", "methods") + os.sep
+CLIPPING_FILE = os.sep + os.path.join("hf_mmbalance", "trainer", "clipping.py")
 SYNCS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
 
@@ -34,7 +36,7 @@ class SyncCounter(TrainerCallback):
         self._current = None
 
     def record(self, name: str, caller: str) -> None:
-        if self._current is not None and METHODS_DIR in caller:
+        if self._current is not None and (METHODS_DIR in caller or caller.endswith(CLIPPING_FILE)):
             self._current[f"{name} @ {os.path.basename(caller)}"] += 1
 
 
@@ -63,7 +65,13 @@ def make_args(tmp_path, **overrides):
 
 
 @pytest.mark.parametrize("apply", ["pre_optimizer_step", "backward_hook"])
-def test_modulation_steps_make_no_host_sync(tmp_path, counter, apply):
+def test_modulation_steps_make_no_host_sync(tmp_path, counter, apply, monkeypatch):
+    import hf_mmbalance.trainer.multimodal_trainer as trainer_module
+
+    folded = []  # pre_optimizer_step: k goes through the trainer's clipping (watched too) at every step
+    original = trainer_module.clip_and_scale_gradients
+    monkeypatch.setattr(trainer_module, "clip_and_scale_gradients",
+                        lambda *args, **kwargs: folded.append(1) or original(*args, **kwargs))
     data = make_synthetic_classification(num_samples=120, num_classes=3, modalities={"a": 6, "b": 4},
                                          signal_strength={"a": 1.5, "b": 0.4}, seed=0)
     torch.manual_seed(0)
@@ -72,6 +80,7 @@ def test_modulation_steps_make_no_host_sync(tmp_path, counter, apply):
     MultimodalTrainer(model=model, args=make_args(tmp_path), train_dataset=data["train"],
                       callbacks=[counter, callback, counter]).train()
     assert len(counter.per_step) == 14
+    assert len(folded) == (14 if apply == "pre_optimizer_step" else 0)
     assert sum(counter.per_step, Counter()) == Counter()
     assert min(callback.last_coefficients.values()) < 1  # it did modulate (read after training: a sync, outside)
 

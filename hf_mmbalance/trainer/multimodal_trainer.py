@@ -217,6 +217,7 @@ class MultimodalTrainer(Trainer):
         self._pending_logs: dict[str, float] = {}
         self._balancing_state_loaded: set[int] = set()
         self._resume_checkpoint_dir: str | None = None
+        self._unwrapped_model: tuple | None = None  # (wrapped model, accelerator.unwrap_model of it), see _unwrapped
         self._clip_engine: bool | None = None  # whether this trainer clips (and folds factors) itself; set at 1st step
 
     # ----- data -----
@@ -376,9 +377,7 @@ class MultimodalTrainer(Trainer):
         outputs = model(**batch)
         loss = outputs.loss
         if model.training and callbacks:
-            # Unwrapped only for the callbacks: accelerate's unwrap_model walks every submodule (~0.1 ms per step with
-            # a backbone, benchmarks/results/backbone_overhead.md).
-            unwrapped = self.accelerator.unwrap_model(model)
+            unwrapped = self._unwrapped(model)
             loss = self._replaced_loss(unwrapped, inputs, outputs)
             for callback in callbacks:
                 extra = callback.on_train_batch_outputs(self.args, self.state, model=unwrapped, inputs=inputs, outputs=outputs)
@@ -387,6 +386,14 @@ class MultimodalTrainer(Trainer):
         if model.training:
             self._accumulate_loss_terms(outputs.loss_terms)
         return (loss, outputs) if return_outputs else loss
+
+    def _unwrapped(self, model):
+        # For the callbacks, once per wrapper: accelerate's unwrap_model walks every submodule, ~0.24 ms per step even
+        # on the 6-MLP benchmark model (benchmarks/results/modulation_apply_overhead.md), more with a backbone.
+        cached = self._unwrapped_model
+        if cached is None or cached[0] is not model:
+            cached = self._unwrapped_model = (model, self.accelerator.unwrap_model(model))
+        return cached[1]
 
     def _replaced_loss(self, model, inputs, outputs) -> torch.Tensor:
         replacements = [

@@ -2,8 +2,10 @@
 
 Two ways, one result on one process without accumulation:
 
-* `pre_optimizer_step` (Ada2I released order: clip, modulate, step): g <- k_m g on the encoder parameters of m in
-  `on_pre_optimizer_step`, with k_m from the scores summed over the step's micro-batches and the ranks. Needs the
+* `pre_optimizer_step` (Ada2I released order: clip, modulate, step): g <- k_m g on the encoder parameters of m after
+  clipping, with k_m from the scores summed over the step's micro-batches and the ranks. When `MultimodalTrainer`
+  clips (`max_grad_norm > 0`), k_m goes into the clipping's own multiply (c * k_m: `trainer/clipping.py`), so the
+  scaling costs no pass over the gradients; otherwise `on_pre_optimizer_step` scales them. Needs the
   gradients before the update: one process, DDP, FSDP2 (a DTensor shard is scaled element-wise). Refused under
   DeepSpeed, whose `accelerator.backward` already ran `engine.step()` (the callback would fire after the update and
   modulate nothing), and under FSDP1 (flat parameters mix modules, names are flattened).
