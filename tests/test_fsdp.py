@@ -38,7 +38,8 @@ def assert_same(a: dict, b: dict, atol: float = ATOL) -> None:
         torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
 
 
-@pytest.mark.parametrize("run", ["mod_pre_optimizer_step", "mod_backward_hook", "mod_noise", "bss", "ulgm", "combo"])
+@pytest.mark.parametrize("run", ["mod_pre_optimizer_step", "mod_backward_hook", "mod_clipped", "mod_noise", "bss", "ulgm",
+                                 "combo"])
 def test_fsdp_ends_with_the_ddp_parameters(runs, run):
     fsdp, ddp = runs
     assert_same(params(fsdp, run), params(ddp, run))
@@ -55,6 +56,14 @@ def test_both_apply_modes_modulate_under_fsdp(runs, apply):
     assert sharded["k"] == pytest.approx(replicated["k"], abs=1e-6)
     # with the same k the two modes train the same model (no accumulation, clipping not binding here)
     assert_same(params(fsdp, "mod_pre_optimizer_step"), params(fsdp, "mod_backward_hook"), atol=1e-6)
+
+
+def test_the_clipping_that_carries_k_takes_the_full_gradient_norm_under_fsdp(runs):
+    fsdp, ddp = runs
+    sharded, replicated = report(fsdp, "mod_clipped"), report(ddp, "mod_clipped")
+    assert min(sharded) > 0.05  # binding at every logged step, so the norm sets the update
+    assert sharded == pytest.approx(replicated, rel=1e-5)
+    assert report(fsdp, "mod_clipped", 1) == pytest.approx(sharded, rel=1e-6)
 
 
 def test_ge_noise_std_of_a_sharded_gradient_is_the_full_tensors(runs):

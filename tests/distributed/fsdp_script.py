@@ -113,6 +113,13 @@ def main(out_dir: str) -> None:
         write_json(out_dir, f"mod_{apply}", rank, {"applied": callback.applied, "engine": callback.engine.name,
                                                    "k": callback.last_coefficients})
 
+    # pre_optimizer_step with a binding max_grad_norm: k goes into MultimodalTrainer's own clipping (c * k_m), whose
+    # norm under FSDP2 must be the full gradients' (DTensor norms reduced), as DDP's is.
+    trainer = train(out_dir, "mod_clipped", [GradientModulationCallback(mode="ada2i", alpha=0.5, noise=False)],
+                    max_grad_norm=0.05)
+    save_params(trainer, out_dir, "mod_clipped")
+    write_json(out_dir, "mod_clipped", rank, [e["grad_norm"] for e in trainer.state.log_history if "grad_norm" in e])
+
     # Modulation with GE noise: the std of each sharded gradient is the full tensor's, the noise the same draw.
     spy = StdSpy()
     trainer = train(out_dir, "mod_noise", [spy, GradientModulationCallback(mode="ada2i", alpha=0.5, noise=True)])

@@ -161,9 +161,8 @@ def add_noise(gradients: Sequence[torch.Tensor], sigmas: torch.Tensor, seed: int
         distribute_tensor(chunk, g.device_mesh, g.placements, src_data_rank=None).to_local() if is_sharded(g) else chunk
         for chunk, g in zip(chunks, gradients)
     ]
-    torch._foreach_mul_(chunks, list(sigmas.to(device).unbind()))
-    locals_ = [local_part(g) for g in gradients]
-    torch._foreach_add_(locals_, [chunk.to(g.dtype) for chunk, g in zip(chunks, locals_)])
+    # g += N(0, 1) * sigma in one fused pass (computed in float32, rounded once to the gradient's dtype).
+    torch._foreach_addcmul_([local_part(g) for g in gradients], chunks, list(sigmas.to(device).unbind()))
 
 
 __all__ = ["NOISE_STD_FROM", "NOISE_STD_EPS", "add_noise", "ge_noise_std", "is_sharded", "local_part",
