@@ -18,11 +18,11 @@ every other step of ONE run, the median step with and without it) and the GE noi
 OGM-GE code's loop on the same gradients (`noise_against_released_code`).
 
     python benchmarks/modulation_apply_overhead.py [--repeats 7] [--batch-sizes 64 32] [--noise both|on|off]
-        [--no-unclipped] [--name modulation_apply_overhead]
+        [--no-unclipped] [--in-run-steps 300] [--name modulation_apply_overhead]
 
-Writes benchmarks/results/<name>.{json,md}. The results there come from two runs: the headline cells with many repeats
-(`--repeats 25 --batch-sizes 64 --noise off --no-unclipped`, modulation_apply_overhead.md) and every cell with fewer
-(`--repeats 7 --name modulation_apply_overhead_all`).
+Writes benchmarks/results/<name>.{json,md}. The results there come from two runs: the headline cells with more repeats
+(`--repeats 15 --batch-sizes 128 64 --noise off --no-unclipped`, modulation_apply_overhead.md) and every cell with
+fewer (`--repeats 7 --batch-sizes 64 32 --name modulation_apply_overhead_all`).
 """
 
 from __future__ import annotations
