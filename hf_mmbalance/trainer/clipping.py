@@ -16,10 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-try:  # torch builds without distributed support have no DTensor
-    from torch.distributed.tensor import DTensor
-except ImportError:  # pragma: no cover
-    DTensor = None
+from .distributed import is_sharded, local_part
 
 # Engines whose gradients the trainer may clip itself: every parameter's (whole or sharded) `.grad` is there before
 # the optimizer step. DeepSpeed clips inside its engine step; FSDP1 clips flat parameters with its own method.
@@ -27,22 +24,17 @@ CLIP_ENGINES = ("single", "ddp", "fsdp")
 CLIP_EPS = 1e-6  # as torch.nn.utils.clip_grads_with_norm_
 
 
-def _local(gradient: torch.Tensor) -> torch.Tensor:
-    """The part of a gradient this rank holds: a DTensor's local shard (a view), else the tensor itself."""
-    return gradient.to_local() if DTensor is not None and isinstance(gradient, DTensor) else gradient
-
-
 def total_gradient_norm(gradients: Sequence[torch.Tensor]) -> torch.Tensor:
     """The 2-norm of all `gradients` viewed as one vector (a 0-d device tensor): one `get_total_norm` per device mesh
     (DTensor norms reduced to their full tensor's), then the norm of those, as accelerate does for DDP and FSDP2."""
     by_mesh: dict[object, list[torch.Tensor]] = {}
     for gradient in gradients:
-        mesh = gradient.device_mesh if DTensor is not None and isinstance(gradient, DTensor) else None
+        mesh = gradient.device_mesh if is_sharded(gradient) else None
         by_mesh.setdefault(mesh, []).append(gradient)
     if not by_mesh:
         return torch.zeros(())
     norms = [torch.nn.utils.get_total_norm(group, 2.0) for group in by_mesh.values()]
-    norms = [norm.full_tensor() if DTensor is not None and isinstance(norm, DTensor) else norm for norm in norms]
+    norms = [norm.full_tensor() if is_sharded(norm) else norm for norm in norms]
     return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
 
 
@@ -74,7 +66,7 @@ def clip_and_scale_gradients(
     on_device: dict[tuple[int, torch.device], torch.Tensor] = {}
     buckets: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     for param in parameters:
-        local = _local(param.grad)
+        local = local_part(param.grad)
         key = (group_of.get(id(param), -1) + 1, local.device)
         factor = on_device.get(key)
         if factor is None:

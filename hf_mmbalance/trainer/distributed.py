@@ -17,6 +17,21 @@ from typing import Any
 
 import torch
 
+try:  # torch builds without distributed support have no DTensor: every tensor is then a plain one
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover
+    DTensor = None
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """True for a DTensor (FSDP2 parameters and their gradients)."""
+    return DTensor is not None and isinstance(tensor, DTensor)
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor this rank holds: the local shard of a DTensor (a view: in-place ops change the DTensor), else itself."""
+    return tensor.to_local() if is_sharded(tensor) else tensor
+
 
 def is_distributed() -> bool:
     """True inside an initialized process group of more than one process."""
@@ -140,14 +155,8 @@ def detect_engine(args: Any = None, model: Any = None) -> TrainingEngine:
         elif getattr(args, "fsdp", None):
             version = (getattr(args, "fsdp_config", None) or {}).get("fsdp_version", 1)
             name = "fsdp" if int(version) == 2 else "fsdp1"
-    if name is None and model is not None:
-        try:
-            from torch.distributed.tensor import DTensor
-
-            if any(isinstance(p, DTensor) for p in model.parameters()):
-                name = "fsdp"
-        except ImportError:  # pragma: no cover
-            pass
+    if name is None and model is not None and any(is_sharded(p) for p in model.parameters()):
+        name = "fsdp"
     if name is None:
         name = "ddp" if world_size > 1 else "single"
     return TrainingEngine(name, world_size)
@@ -184,11 +193,7 @@ def unsharded(model: torch.nn.Module):
 def load_full_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """`model.load_state_dict(state_dict)` for a full (unsharded) state dict, also into a model that FSDP2 has sharded
     since (its parameters are DTensors: each rank keeps its shard of the full values; every rank must call this)."""
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover
-        DTensor = None
-    if DTensor is None or not any(isinstance(p, DTensor) for p in model.parameters()):
+    if not any(is_sharded(p) for p in model.parameters()):
         model.load_state_dict(state_dict)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -202,4 +207,4 @@ def barrier() -> None:
 
 
 __all__ = ["ENGINES", "TrainingEngine", "all_gather_rows", "barrier", "broadcast_from_main", "detect_engine",
-           "gather_from_ranks", "is_distributed", "is_main_process", "load_full_state_dict", "padded_shard", "shard_bounds", "sum_over_ranks", "unsharded"]
+           "gather_from_ranks", "is_distributed", "is_main_process", "is_sharded", "load_full_state_dict", "local_part", "padded_shard", "shard_bounds", "sum_over_ranks", "unsharded"]

@@ -16,24 +16,16 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from ...trainer.distributed import is_sharded, local_part
+
+try:  # torch builds without distributed support: every gradient is a plain tensor, these are never reached
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+except ImportError:  # pragma: no cover
+    pass
+
 NOISE_STD_FROM = ("before", "after")
 # Added to the noise std as in the released OGM-GE code, so an all-zero gradient still gets a valid normal.
 NOISE_STD_EPS = 1e-8
-
-try:  # torch builds without distributed support have no DTensor: every gradient is then a plain tensor
-    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
-except ImportError:  # pragma: no cover
-    DTensor = None
-
-
-def is_sharded(gradient: torch.Tensor) -> bool:
-    """True for a DTensor gradient (FSDP2)."""
-    return DTensor is not None and isinstance(gradient, DTensor)
-
-
-def local_part(gradient: torch.Tensor) -> torch.Tensor:
-    """The tensor this rank holds: the local shard of a DTensor (a view: in-place ops change the gradient), else itself."""
-    return gradient.to_local() if is_sharded(gradient) else gradient
 
 
 def ge_noise_std(gradient: torch.Tensor) -> float:
