@@ -499,6 +499,8 @@ def test_k_folded_into_clipping_gives_the_update_of_clipping_then_scaling(tmp_pa
     assert fused.folded == 7  # 84 rows, 12 per step: every step went through the fold
     norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
     assert min(norms) > 0.05  # the clipping was binding at every step
+    separate_norms = [e["grad_norm"] for e in runs["separate"][1].state.log_history if "grad_norm" in e]
+    assert norms == pytest.approx(separate_norms, rel=1e-5)  # the fused clipping logs the Trainer's own norm
     assert any(k < 1 for k in fused.last_coefficients.values())
     reference = dict(runs["separate"][1].model.named_parameters())
     for name, value in trainer.model.named_parameters():

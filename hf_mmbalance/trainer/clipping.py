@@ -6,8 +6,9 @@ its coefficient c = min(1, max_norm / (||g|| + 1e-6)) (`torch.nn.utils.clip_grad
 c = 1), so multiplying by c * k_m there gives the same update as the two multiplies in a row without a second pass
 over the gradients' memory (measured: benchmarks/results/modulation_apply_overhead.md).
 
-The norm is the one accelerate's `clip_grad_norm_` computes on one process, DDP and FSDP2: the 2-norm over all
-gradients before any factor, one norm per device mesh (a DTensor's norm is its full tensor's), combined.
+The norm ||g|| is the caller's: `MultimodalTrainer` takes accelerate's (`Accelerator.clip_grad_norm_` with an infinite
+bound: unscaled fp16 gradients, one norm per device mesh, a DTensor's norm its full tensor's), so the clip coefficient
+is the one accelerate's own clipping would use.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from .distributed import is_sharded, local_part
+from .distributed import local_part
 
 # Engines whose gradients the trainer may clip itself: every parameter's (whole or sharded) `.grad` is there before
 # the optimizer step. DeepSpeed clips inside its engine step; FSDP1 clips flat parameters with its own method.
@@ -24,35 +25,21 @@ CLIP_ENGINES = ("single", "ddp", "fsdp")
 CLIP_EPS = 1e-6  # as torch.nn.utils.clip_grads_with_norm_
 
 
-def total_gradient_norm(gradients: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all `gradients` viewed as one vector (a 0-d device tensor): one `get_total_norm` per device mesh
-    (DTensor norms reduced to their full tensor's), then the norm of those, as accelerate does for DDP and FSDP2."""
-    by_mesh: dict[object, list[torch.Tensor]] = {}
-    for gradient in gradients:
-        mesh = gradient.device_mesh if is_sharded(gradient) else None
-        by_mesh.setdefault(mesh, []).append(gradient)
-    if not by_mesh:
-        return torch.zeros(())
-    norms = [torch.nn.utils.get_total_norm(group, 2.0) for group in by_mesh.values()]
-    norms = [norm.full_tensor() if is_sharded(norm) else norm for norm in norms]
-    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
-
-
 def clip_and_scale_gradients(
     parameters: Iterable[torch.nn.Parameter],
     max_norm: float,
+    total_norm: torch.Tensor,
     scaled_groups: Sequence[tuple[Sequence[torch.nn.Parameter], torch.Tensor]] = (),
 ) -> torch.Tensor:
-    """In place, g_p <- c * f_p * g_p for every parameter p with a gradient, where c = min(1, max_norm / (||g|| + 1e-6))
-    with ||g|| the norm of all the gradients BEFORE the factors (`total_gradient_norm`), and f_p the 0-d factor tensor
-    of the group in `scaled_groups` that holds p (1 for parameters in none). Returns ||g|| (a device tensor, no host
-    sync), what `clip_grad_norm_` returns.
+    """In place, g_p <- c * f_p * g_p for every parameter p with a gradient, where c = min(1, max_norm /
+    (total_norm + 1e-6)), `total_norm` the norm of all the gradients BEFORE the factors (a 0-d tensor), and f_p the
+    0-d factor tensor of the group in `scaled_groups` that holds p (1 for parameters in none). Returns `total_norm`,
+    what `clip_grad_norm_` returns. No host sync.
 
     A parameter in two groups is refused (its factors would be ambiguous)."""
     if not max_norm > 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
     parameters = [p for p in parameters if p.grad is not None]
-    total_norm = total_gradient_norm([p.grad for p in parameters])
     clip = torch.clamp(max_norm / (total_norm + CLIP_EPS), max=1.0)
     group_of: dict[int, int] = {}
     for index, (params, _) in enumerate(scaled_groups):
@@ -79,4 +66,4 @@ def clip_and_scale_gradients(
     return total_norm
 
 
-__all__ = ["CLIP_ENGINES", "clip_and_scale_gradients", "total_gradient_norm"]
+__all__ = ["CLIP_ENGINES", "clip_and_scale_gradients"]

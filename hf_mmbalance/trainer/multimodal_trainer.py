@@ -316,8 +316,9 @@ class MultimodalTrainer(Trainer):
             groups = [group for callback in self.balancing_callbacks
                       for group in (callback.clipping_factors(self.args, self.state, self.model) or ())]
             if groups:
-                self.accelerator.unscale_gradients()  # fp16: the norm of the true gradients, as accelerate clips
-                return clip_and_scale_gradients(model.parameters(), self.args.max_grad_norm, groups)
+                # accelerate's norm (fp16 unscaled, DTensor shards reduced) with an infinite bound: nothing clipped yet
+                total_norm = self.accelerator.clip_grad_norm_(model.parameters(), float("inf"))
+                return clip_and_scale_gradients(model.parameters(), self.args.max_grad_norm, total_norm, groups)
         return super()._clip_grad_norm(model)
 
     def get_train_dataloader(self):
